@@ -1,0 +1,24 @@
+# The two quickstart commands: `make pipeline` and `make test`. Both install what is needed
+# into .venv first (once, and again whenever requirements.txt changes).
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install pipeline test lint
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+pipeline: install
+	dvc repro
+
+lint: install
+	ruff check .
+	ruff format --check .
+
+test: lint
+	python -m pytest

@@ -1,0 +1,97 @@
+"""Files: content hashes, canonical JSON and atomic writes.
+
+Everything DVC tracks is written through here so that it is byte-stable (sorted keys, fixed
+separators, no NaN, a trailing newline) and appears all at once: data goes to a temporary file in
+the destination's directory and is renamed into place only when complete, so a failed run never
+leaves a half-written output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def md5_file(path: Path | str) -> str:
+    """Hex md5 of a file (the hash DVC uses for outputs)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _clean(value: Any) -> Any:
+    """Replace non-finite floats, which JSON cannot carry, by strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def canonical_json(value: Any, *, indent: int | None = 1) -> str:
+    """Serialise ``value`` deterministically: sorted keys, no NaN, trailing newline."""
+    return json.dumps(_clean(value), sort_keys=True, indent=indent, allow_nan=False) + "\n"
+
+
+def json_digest(value: Any) -> str:
+    """sha256 of the compact canonical JSON of ``value``: a content identity."""
+    return sha256_bytes(canonical_json(value, indent=None).encode())
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path | str, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(dest: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(dest: Path | str, value: Any, *, indent: int | None = 1) -> None:
+    """Write canonical JSON to ``dest`` atomically."""
+    write_bytes_atomic(dest, canonical_json(value, indent=indent).encode())
+
+
+def read_json(path: Path | str) -> Any:
+    """Load a JSON file (``NaN`` strings stay strings)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

@@ -1,0 +1,63 @@
+"""Footprints: tile outlines as GeoJSON in EPSG:4326, ready for QGIS.
+
+Each tile's bounds (in the scene CRS) become a polygon densified with a few points per edge, so
+that the outline stays right after reprojection, transformed to longitude/latitude (RFC 7946 axis
+order, exterior ring counterclockwise) and rounded to 7 decimals (about 1 cm). A tile that cannot
+be transformed (e.g. off the disk of a geostationary view) gets a null geometry rather than
+invalid coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+from typing import Any
+
+from rasterio.crs import CRS
+from rasterio.warp import transform as warp_transform
+
+_POINTS_PER_EDGE = 4
+_DECIMALS = 7
+_WGS84 = CRS.from_epsg(4326)
+
+
+def _ring(bounds: list[float]) -> list[tuple[float, float]]:
+    left, bottom, right, top = bounds
+    corners = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
+    ring = []
+    for (x0, y0), (x1, y1) in pairwise(corners):
+        for i in range(_POINTS_PER_EDGE):
+            t = i / _POINTS_PER_EDGE
+            ring.append((x0 + (x1 - x0) * t, y0 + (y1 - y0) * t))
+    ring.append(corners[0])
+    return ring
+
+
+def feature_collection(
+    crs: CRS, records: list[dict[str, Any]], properties: tuple[str, ...]
+) -> dict[str, Any]:
+    """GeoJSON FeatureCollection of the records' ``bounds`` reprojected from ``crs`` to 4326."""
+    rings = [_ring(rec["bounds"]) for rec in records]
+    xs = [x for ring in rings for x, _ in ring]
+    ys = [y for ring in rings for _, y in ring]
+    lons, lats = warp_transform(crs, _WGS84, xs, ys) if xs else ([], [])
+    features, pos = [], 0
+    for rec, ring in zip(records, rings, strict=True):
+        pts = list(zip(lons[pos : pos + len(ring)], lats[pos : pos + len(ring)], strict=True))
+        pos += len(ring)
+        if all(math.isfinite(x) and math.isfinite(y) for x, y in pts):
+            geometry: dict[str, Any] | None = {
+                "type": "Polygon",
+                "coordinates": [[[round(x, _DECIMALS), round(y, _DECIMALS)] for x, y in pts]],
+            }
+        else:
+            geometry = None
+        features.append(
+            {
+                "type": "Feature",
+                "id": rec["id"],
+                "geometry": geometry,
+                "properties": {key: rec[key] for key in properties if key in rec},
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}

@@ -1,0 +1,141 @@
+"""Inference: classifying tiles with a model, one tile or a whole index.
+
+:func:`predict_raster` is the single code path from pixels to a prediction; batch inference and
+the REST service both call it (through :func:`predict_file` for tiles on disk). Batch inference
+reads every tile of the index once (checking its sha256 against the index on the same bytes),
+records a tile that cannot be read instead of stopping, and fails only when the failed fraction
+exceeds the allowed one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satpipe.errors import SatpipeError, TileError
+from satpipe.features import tile_features
+from satpipe.files import sha256_bytes
+from satpipe.model import CLASSES, Model
+from satpipe.raster import Raster, read_tile_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's answer for one tile."""
+
+    prediction: str
+    mean_intensity: float
+    valid_fraction: float
+    model_version: str
+
+
+def predict_raster(raster: Raster, model: Model, name: str) -> Prediction:
+    """Compute the tile's feature with the model's definition and classify it.
+
+    Raises:
+        TileError: the model's bands are not in the tile, or no pixel is valid.
+    """
+    spec = model.feature_spec
+    count = raster.data.shape[0]
+    if spec.bands is not None and max(spec.bands) > count:
+        raise TileError(f"{name}: tile has {count} bands; the model reads bands {list(spec.bands)}")
+    feats = tile_features(raster.data, raster.nodata, spec)
+    if feats.mean_intensity is None:
+        raise TileError(f"{name}: no valid pixel (all nodata or NaN); cannot compute a feature")
+    return Prediction(
+        model.predict(feats.mean_intensity),
+        feats.mean_intensity,
+        feats.valid_fraction,
+        model.version,
+    )
+
+
+def predict_file(path: Path | str, model: Model, expected_sha256: str | None = None) -> Prediction:
+    """Read a tile file once and classify it, optionally checking its sha256 first.
+
+    Raises:
+        TileError: the content does not match ``expected_sha256``, or the tile is unusable.
+        RasterReadError, NotGeoTIFFError: the file cannot be read as a GeoTIFF.
+    """
+    raster, blob = read_tile_file(path)
+    if expected_sha256 is not None and (got := sha256_bytes(blob)) != expected_sha256:
+        raise TileError(f"{path}: sha256 is {got}; the tile index says {expected_sha256}")
+    return predict_raster(raster, model, str(path))
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    if values.size == 0:
+        return {"count": 0}
+    q = np.quantile(values, [0.05, 0.5, 0.95])
+    return {
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "p05": float(q[0]),
+        "p50": float(q[1]),
+        "p95": float(q[2]),
+    }
+
+
+def batch_predict(
+    index: dict[str, Any], tiles_dir: Path, model: Model, workers: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[float]]:
+    """Classify every tile of ``index``.
+
+    Returns:
+        Per-tile records (index order), failures (id, path, error), and per-tile latencies (s).
+    """
+
+    def one(tile: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        start = time.perf_counter()
+        try:
+            pred = predict_file(tiles_dir / tile["file"], model, tile["sha256"])
+        except (SatpipeError, OSError) as exc:
+            return {"id": tile["id"], "path": tile["file"], "error": str(exc)}, 0.0
+        record = {
+            "id": tile["id"],
+            "path": tile["file"],
+            "window": tile["window"],
+            "bounds": tile["bounds"],
+            "prediction": pred.prediction,
+            "mean_intensity": pred.mean_intensity,
+            "model_version": pred.model_version,
+        }
+        return record, time.perf_counter() - start
+
+    n = workers or min(os.cpu_count() or 1, 4)
+    records, failures, latencies = [], [], []
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for record, latency in pool.map(one, index["tiles"], chunksize=1):
+            if "error" in record:
+                log.warning(
+                    "tile %s failed: %s",
+                    record["id"],
+                    record["error"],
+                    extra={"tile": record["id"]},
+                )
+                failures.append(record)
+            else:
+                records.append(record)
+                latencies.append(latency)
+    return records, failures, latencies
+
+
+def monitoring(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Prediction counts by class and feature statistics of a batch."""
+    counts = dict.fromkeys(CLASSES, 0)
+    for rec in records:
+        counts[rec["prediction"]] += 1
+    values = np.array([rec["mean_intensity"] for rec in records], dtype=np.float64)
+    return {"prediction_counts": counts, "feature": _summary(values)}

@@ -1,0 +1,226 @@
+"""Pipeline parameters: one frozen, validated object per ``params.yaml`` section.
+
+``params.yaml`` is the only place tunables live. Each section maps to a model below with
+``extra="forbid"``, so a misspelt key (``dvc exp run -S tile.sise=512`` silently adds one) fails
+with the dotted key named instead of being ignored. Values are checked strictly: ``"256"`` is not
+an int. Keys that are unused in the current configuration are present and ``null``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from satpipe.errors import ParamsError
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def parse_iso8601(value: str) -> dt.datetime:
+    """Parse an ISO 8601 timestamp into an aware UTC datetime (naive means UTC).
+
+    Raises:
+        ValueError: the string is not ISO 8601.
+    """
+    parsed = dt.datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+class IngestParams(_Section):
+    """``ingest``: where the scene comes from and how it is validated."""
+
+    source: Literal["synthetic", "file", "http"] = "synthetic"
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    acquisition_time: str | None = None
+    nodata: float | None = None
+    seed: int = Field(42, ge=0)
+    width: int = Field(2048, ge=1, le=200_000)
+    height: int = Field(2048, ge=1, le=200_000)
+    retries: int = Field(3, ge=0, le=20)
+    timeout: float = Field(30.0, gt=0)
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_sha256(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value.lower()):
+            raise ValueError("expected 64 hexadecimal characters")
+        return None if value is None else value.lower()
+
+    @field_validator("acquisition_time")
+    @classmethod
+    def _check_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_iso8601(value)
+            except ValueError:
+                raise ValueError("expected an ISO 8601 time such as 2024-07-15T10:30:00Z") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_source(self) -> IngestParams:
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs ingest.path")
+        if self.source == "http":
+            if not self.url:
+                raise ValueError("source 'http' needs ingest.url")
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"ingest.url {self.url!r} is not an http(s) URL")
+            if not self.sha256:
+                raise ValueError(
+                    "source 'http' needs ingest.sha256 (downloads are always verified)"
+                )
+        return self
+
+
+class TileParams(_Section):
+    """``tile``: the tile grid and which tiles are kept."""
+
+    size: int = Field(256, ge=8, le=16384)
+    stride: int | None = Field(None, ge=1)
+    max_nodata_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    keep_partial: bool = False
+    compress: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
+
+    @property
+    def step(self) -> int:
+        """The effective stride: ``stride`` or, when null, ``size``."""
+        return self.stride if self.stride is not None else self.size
+
+
+class FeaturesParams(_Section):
+    """``features``: which bands the mean-intensity feature averages (1-based; null = all)."""
+
+    bands: list[int] | None = None
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("expected a non-empty list of 1-based band numbers or null")
+            if any(b < 1 for b in value) or len(set(value)) != len(value):
+                raise ValueError("expected distinct band numbers >= 1")
+        return value
+
+
+class TrainParams(_Section):
+    """``train``: the deterministic training subset and the reference distribution."""
+
+    fraction: float = Field(0.5, gt=0.0, le=1.0)
+    seed: int = Field(0, ge=0)
+    histogram_bins: int = Field(20, ge=2, le=1000)
+
+
+class BatchInferParams(_Section):
+    """``batch_infer``: how many unreadable tiles a run tolerates."""
+
+    max_failed_fraction: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class HealthParams(_Section):
+    """``health``: the thresholds that turn drift figures into a status."""
+
+    ks_pvalue_warning: float = Field(0.05, ge=0.0, le=1.0)
+    ks_pvalue_critical: float = Field(0.001, ge=0.0, le=1.0)
+    psi_warning: float = Field(0.1, ge=0.0)
+    psi_critical: float = Field(0.25, ge=0.0)
+    mean_shift_warning: float = Field(1.0, ge=0.0)
+    mean_shift_critical: float = Field(2.0, ge=0.0)
+    failure_rate_warning: float = Field(0.01, ge=0.0, le=1.0)
+    failure_rate_critical: float = Field(0.05, ge=0.0, le=1.0)
+    class_shift_warning: float = Field(0.15, ge=0.0, le=1.0)
+    class_shift_critical: float = Field(0.3, ge=0.0, le=1.0)
+    psi_bins: int = Field(10, ge=2, le=100)
+
+    @model_validator(mode="after")
+    def _check_order(self) -> HealthParams:
+        pairs = [
+            ("ks_pvalue", self.ks_pvalue_critical, self.ks_pvalue_warning),
+            ("psi", self.psi_warning, self.psi_critical),
+            ("mean_shift", self.mean_shift_warning, self.mean_shift_critical),
+            ("failure_rate", self.failure_rate_warning, self.failure_rate_critical),
+            ("class_shift", self.class_shift_warning, self.class_shift_critical),
+        ]
+        for name, low, high in pairs:
+            if low > high:
+                raise ValueError(f"{name} thresholds are in the wrong order ({low} > {high})")
+        return self
+
+
+class Params(_Section):
+    """The whole ``params.yaml``."""
+
+    ingest: IngestParams = IngestParams()
+    tile: TileParams = TileParams()
+    features: FeaturesParams = FeaturesParams()
+    train: TrainParams = TrainParams()
+    batch_infer: BatchInferParams = BatchInferParams()
+    health: HealthParams = HealthParams()
+
+
+def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
+    err = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc) or "<top level>"
+    if err["type"] == "extra_forbidden":
+        model: type[BaseModel] = Params
+        for part in loc[:-1]:
+            annotation = model.model_fields[part].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        expected = ", ".join(sorted(model.model_fields))
+        return f"{path}: unknown key {key!r} (expected one of: {expected})"
+    value: Any = data
+    for part in err["loc"]:
+        value = value.get(part) if isinstance(value, dict) else None
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"{path}: {key} is missing"
+    return f"{path}: {key}={value!r}: {msg}"
+
+
+def parse_params(data: Any, path: Path | str = "params.yaml") -> Params:
+    """Validate an already-loaded params mapping.
+
+    Raises:
+        ParamsError: naming the dotted key, the value and what was expected.
+    """
+    path = Path(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_describe(path, exc, data)) from exc
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises:
+        ParamsError: the file is missing, is not YAML, or fails validation.
+    """
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    return parse_params(data, path)

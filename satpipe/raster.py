@@ -1,0 +1,184 @@
+"""Raster I/O: the only module that talks to rasterio/GDAL directly.
+
+A :class:`Raster` is a pixel array that never travels without its georeferencing (transform, CRS,
+nodata). Tiles are encoded to and decoded from GeoTIFF bytes in memory, so a tile's bytes can be
+hashed before they are written and a tile file is read from disk exactly once.
+GDAL errors become :mod:`satpipe.errors` exceptions that name the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.io import DatasetReader, MemoryFile
+from rasterio.windows import Window
+
+from satpipe.errors import NotGeoTIFFError, RasterReadError
+
+log = logging.getLogger(__name__)
+
+GEOTIFF_DRIVERS = frozenset({"GTiff", "COG"})
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@dataclass(frozen=True)
+class Raster:
+    """A ``(bands, rows, cols)`` array with its transform, CRS and nodata value."""
+
+    data: np.ndarray
+    transform: Affine
+    crs: CRS | None
+    nodata: float | None
+
+
+def is_tiff_bytes(head: bytes) -> bool:
+    """True when ``head`` starts with a classic or BigTIFF signature."""
+    return head[:4] in _TIFF_MAGIC
+
+
+@contextlib.contextmanager
+def open_scene(path: Path | str, **options: Any) -> Iterator[DatasetReader]:
+    """Open a raster for reading, translating GDAL failures into errors naming the file.
+
+    Args:
+        path: the file to open.
+        **options: GDAL open options (e.g. ``num_threads="ALL_CPUS"``).
+
+    Raises:
+        NotGeoTIFFError: GDAL does not recognise the file as a raster.
+        RasterReadError: the file cannot be opened for another reason.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path, **options)
+    except RasterioIOError as exc:
+        text = str(exc)
+        if "not recognized" in text or "not a supported" in text:
+            raise NotGeoTIFFError(
+                f"{path}: not a GeoTIFF (GDAL does not recognise the format); expected a GeoTIFF"
+            ) from exc
+        if "No such file" in text or not Path(path).exists():
+            raise RasterReadError(f"{path}: file not found") from exc
+        raise RasterReadError(f"{path}: cannot open raster: {text}") from exc
+    with src:
+        yield src
+
+
+def read_window(src: DatasetReader, window: Window, indexes: list[int] | None = None) -> np.ndarray:
+    """Read one window of a dataset, naming file and window if the pixel data is unreadable.
+
+    Raises:
+        RasterReadError: GDAL failed to decode the window (corrupt or truncated data).
+    """
+    try:
+        return src.read(indexes, window=window)
+    except RasterioIOError as exc:
+        raise RasterReadError(
+            f"{src.name}: unreadable pixel data in window rows {window.row_off}-"
+            f"{window.row_off + window.height - 1}, cols {window.col_off}-"
+            f"{window.col_off + window.width - 1}: {exc}"
+        ) from exc
+
+
+def row_chunks(height: int, block_height: int, target_rows: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(row_off, rows)`` chunks covering ``height`` rows, aligned to whole blocks.
+
+    Chunks hold about ``target_rows`` rows rounded up to a multiple of ``block_height`` so that
+    every internal block is decoded exactly once.
+    """
+    step = max(block_height, math.ceil(target_rows / block_height) * block_height)
+    for row_off in range(0, height, step):
+        yield row_off, min(step, height - row_off)
+
+
+def tile_profile(
+    count: int, dtype: str, size: int, crs: CRS | None, nodata: float | None, compress: str
+) -> dict[str, Any]:
+    """GeoTIFF creation profile shared by every tile (and by the benchmark floor)."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "count": count,
+        "dtype": dtype,
+        "width": size,
+        "height": size,
+        "crs": crs,
+        "nodata": nodata,
+        "interleave": "pixel",
+    }
+    if size % 16 == 0:
+        profile.update(tiled=True, blockxsize=size, blockysize=size)
+    if compress != "none":
+        profile["compress"] = compress
+        if compress == "zstd":
+            profile["zstd_level"] = 1
+        if np.dtype(dtype).kind in "iu":
+            profile["predictor"] = 2
+        elif compress != "lzw":
+            profile["predictor"] = 3
+    return profile
+
+
+def encode_tile(data: np.ndarray, transform: Affine, profile: dict[str, Any]) -> bytes:
+    """Encode a ``(bands, rows, cols)`` array as GeoTIFF bytes with the given profile."""
+    prof = dict(profile, width=data.shape[2], height=data.shape[1], transform=transform)
+    if data.shape[1] != profile["height"] or data.shape[2] != profile["width"]:
+        prof.pop("blockxsize", None)
+        prof.pop("blockysize", None)
+        prof.pop("tiled", None)
+    with MemoryFile() as mem:
+        with mem.open(**prof) as dst:
+            dst.write(data)
+        return mem.read()
+
+
+def decode_tile(data: bytes, name: str) -> Raster:
+    """Decode GeoTIFF bytes into a :class:`Raster`.
+
+    Raises:
+        NotGeoTIFFError: the bytes are not a TIFF GDAL can read as GTiff.
+        RasterReadError: the pixel data cannot be decoded.
+    """
+    if not is_tiff_bytes(data[:4]):
+        raise NotGeoTIFFError(f"{name}: not a TIFF file (no TIFF signature); expected a GeoTIFF")
+    with MemoryFile(data) as mem:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = mem.open()
+        except RasterioIOError as exc:
+            raise RasterReadError(f"{name}: cannot open TIFF: {exc}") from exc
+        with src:
+            if src.driver not in GEOTIFF_DRIVERS:
+                raise NotGeoTIFFError(f"{name}: driver is {src.driver}; expected a GeoTIFF")
+            try:
+                array = src.read()
+            except RasterioIOError as exc:
+                raise RasterReadError(f"{name}: unreadable pixel data: {exc}") from exc
+            return Raster(array, src.transform, src.crs, src.nodata)
+
+
+def read_tile_file(path: Path | str) -> tuple[Raster, bytes]:
+    """Read a tile file once from disk; return the decoded raster and the raw bytes.
+
+    Raises:
+        RasterReadError: the file cannot be read or decoded.
+        NotGeoTIFFError: the file is not a GeoTIFF.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RasterReadError(f"{path}: cannot read tile file: {exc.strerror or exc}") from exc
+    return decode_tile(data, str(path)), data

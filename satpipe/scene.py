@@ -1,0 +1,226 @@
+"""Scenes: validating an input GeoTIFF and describing it.
+
+:func:`inspect_scene` is the gate every scene passes before the pipeline uses it. It checks the
+driver (not the extension), the pixel type, the georeferencing (a CRS and a north-up affine
+geotransform; GCP- or RPC-only files are refused), reads every internal block once (so truncated
+or corrupt pixel data fails here, naming the window) while a second thread hashes the file, counts
+valid pixels, and finds the acquisition time. It returns the metadata written beside the scene.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from satpipe.errors import (
+    AcquisitionTimeError,
+    EmptySceneError,
+    GeoreferencingError,
+    NotGeoTIFFError,
+    UnsupportedDtypeError,
+)
+from satpipe.features import valid_mask
+from satpipe.files import sha256_file
+from satpipe.params import parse_iso8601
+from satpipe.raster import GEOTIFF_DRIVERS, open_scene, read_window, row_chunks
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+# Tags that carry an acquisition time, most specific first. TIFFTAG_DATETIME is the TIFF
+# "DateTime" field; producers of satellite GeoTIFFs commonly set it to the sensing time.
+TIME_TAGS = (
+    "ACQUISITION_TIME",
+    "ACQUISITIONDATETIME",
+    "ACQUISITION_DATETIME",
+    "SENSING_TIME",
+    "DATATAKE_SENSING_START",
+    "PRODUCT_START_TIME",
+    "DATETIME",
+    "TIFFTAG_DATETIME",
+)
+_CHUNK_BYTES = 16 << 20
+
+
+def parse_time_tag(value: str) -> dt.datetime | None:
+    """Parse a tag value as ISO 8601 or TIFF ``YYYY:MM:DD HH:MM:SS`` (UTC); None if neither."""
+    text = value.strip()
+    try:
+        return parse_iso8601(text)
+    except ValueError:
+        pass
+    try:
+        return dt.datetime.strptime(text, "%Y:%m:%d %H:%M:%S").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def _format_time(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find_acquisition_time(tags: dict[str, str], fallback: str | None, name: str) -> tuple[str, str]:
+    """Return ``(time, source)``: from the first parseable time tag, else from ``fallback``.
+
+    Raises:
+        AcquisitionTimeError: no tag carries a time and no fallback is given.
+    """
+    upper = {key.upper(): value for key, value in tags.items()}
+    if "DATE_ACQUIRED" in upper:  # Landsat MTL convention: date and centre time apart
+        upper.setdefault(
+            "ACQUISITION_TIME",
+            f"{upper['DATE_ACQUIRED']}T{upper.get('SCENE_CENTER_TIME', '00:00:00Z')}",
+        )
+    for key in TIME_TAGS:
+        if key in upper and (when := parse_time_tag(upper[key])) is not None:
+            return _format_time(when), f"tag:{key}"
+    if fallback is not None:
+        return _format_time(parse_iso8601(fallback)), "params:ingest.acquisition_time"
+    raise AcquisitionTimeError(
+        f"{name}: no acquisition time in the tags (looked for {', '.join(TIME_TAGS)}); "
+        "set ingest.acquisition_time in params.yaml, e.g. 2024-07-15T10:30:00Z"
+    )
+
+
+def check_georeferencing(src: DatasetReader) -> None:
+    """Refuse scenes without a CRS and a north-up affine geotransform.
+
+    Raises:
+        GeoreferencingError: naming what is missing or wrong.
+    """
+    name = src.name
+    transform = src.transform
+    gcps, gcp_crs = src.gcps
+    if src.crs is None or transform.is_identity:
+        if gcps:
+            raise GeoreferencingError(
+                f"{name}: georeferenced only by {len(gcps)} GCPs ({gcp_crs}); expected a CRS "
+                "and an affine geotransform: warp it first (gdalwarp -tps or rio warp)"
+            )
+        if src.rpcs is not None:
+            raise GeoreferencingError(
+                f"{name}: georeferenced only by RPCs; expected a CRS and an affine "
+                "geotransform: orthorectify it first (gdalwarp -rpc)"
+            )
+        if src.crs is None and transform.is_identity:
+            raise GeoreferencingError(
+                f"{name}: not georeferenced (no CRS, identity geotransform); "
+                "expected a GeoTIFF with a CRS and a geotransform"
+            )
+        if src.crs is None:
+            raise GeoreferencingError(f"{name}: no CRS; expected a GeoTIFF with a CRS")
+        raise GeoreferencingError(
+            f"{name}: identity geotransform; expected a real pixel-to-map transform"
+        )
+    if transform.b != 0 or transform.d != 0:
+        raise GeoreferencingError(
+            f"{name}: rotated or sheared geotransform (b={transform.b}, d={transform.d}); "
+            "expected a north-up transform: warp it first"
+        )
+    if transform.a <= 0 or transform.e >= 0:
+        raise GeoreferencingError(
+            f"{name}: geotransform pixel size ({transform.a}, {transform.e}); expected a "
+            "positive width and a negative height (north-up)"
+        )
+
+
+def count_valid_pixels(src: DatasetReader, nodata: float | None) -> int:
+    """Read every block once (windowed, row order) and count pixels valid in every band.
+
+    Raises:
+        RasterReadError: a block cannot be decoded.
+    """
+    block_height = src.block_shapes[0][0]
+    row_bytes = src.width * src.count * np.dtype(src.dtypes[0]).itemsize
+    target = max(1, _CHUNK_BYTES // row_bytes)
+    valid = 0
+    for row_off, rows in row_chunks(src.height, block_height, target):
+        data = read_window(src, Window(0, row_off, src.width, rows))
+        valid += int(np.count_nonzero(valid_mask(data, nodata)))
+    return valid
+
+
+def inspect_scene(
+    path: Path | str,
+    *,
+    nodata_override: float | None = None,
+    acquisition_time: str | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """Validate a scene file and return its metadata.
+
+    Args:
+        path: the GeoTIFF to check.
+        nodata_override: nodata value to use instead of the file's (e.g. when it declares none).
+        acquisition_time: ISO 8601 time used when the tags carry none.
+        name: how to name the scene in messages (defaults to ``path``).
+
+    Raises:
+        SceneError: one of its subclasses, naming the file, the value and what was expected.
+        RasterReadError: the pixel data is unreadable.
+    """
+    name = name or str(path)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(sha256_file, path)
+        with open_scene(path, num_threads="ALL_CPUS") as src:
+            meta = _describe(src, name, nodata_override, acquisition_time)
+            valid = count_valid_pixels(src, meta["nodata"])
+        meta["sha256"] = digest.result()
+    if valid == 0:
+        raise EmptySceneError(
+            f"{name}: no valid pixel ({meta['width']}x{meta['height']}, every pixel is nodata "
+            f"{meta['nodata']!r} or NaN); expected at least one valid pixel"
+        )
+    meta["valid_fraction"] = valid / (meta["width"] * meta["height"])
+    meta["size_bytes"] = Path(path).stat().st_size
+    return meta
+
+
+def _describe(
+    src: DatasetReader, name: str, nodata_override: float | None, acquisition_time: str | None
+) -> dict[str, Any]:
+    if src.driver not in GEOTIFF_DRIVERS:
+        raise NotGeoTIFFError(f"{name}: driver is {src.driver}; expected a GeoTIFF (GTiff)")
+    dtypes = list(src.dtypes)
+    bad = sorted({d for d in dtypes if d not in SUPPORTED_DTYPES})
+    if bad:
+        raise UnsupportedDtypeError(
+            f"{name}: unsupported pixel type {', '.join(bad)}; expected one of "
+            f"{', '.join(SUPPORTED_DTYPES)}"
+        )
+    if len(set(dtypes)) > 1:
+        raise UnsupportedDtypeError(
+            f"{name}: bands have mixed pixel types {dtypes}; expected one type for all bands"
+        )
+    check_georeferencing(src)
+    nodata = src.nodata if nodata_override is None else nodata_override
+    time, time_source = find_acquisition_time(src.tags(), acquisition_time, name)
+    epsg = src.crs.to_epsg()
+    return {
+        "driver": src.driver,
+        "width": src.width,
+        "height": src.height,
+        "count": src.count,
+        "dtypes": dtypes,
+        "crs_wkt": src.crs.to_wkt(),
+        "epsg": epsg,
+        "crs": f"EPSG:{epsg}" if epsg else src.crs.to_wkt(),
+        "transform": list(src.transform)[:6],
+        "bounds": list(src.bounds),
+        "res": list(src.res),
+        "nodata": nodata,
+        "nodata_source": "params"
+        if nodata_override is not None
+        else ("file" if src.nodata is not None else None),
+        "acquisition_time": time,
+        "acquisition_time_source": time_source,
+        "band_descriptions": list(src.descriptions),
+        "block_shape": list(src.block_shapes[0]),
+    }

@@ -1,0 +1,136 @@
+"""Synthetic scenes: a deterministic, seeded, Sentinel-2-like GeoTIFF for offline runs.
+
+The scene has four uint16 bands (B02 blue, B03 green, B04 red, B08 near infrared, reflectance x
+10000), 10 m pixels in UTM zone 33N, and three kinds of surface: water, land (a mix of
+vegetation and bare soil) and cloud, drawn from fractal value noise. A slanted strip along the
+left edge is nodata (0), as at the edge of a Sentinel-2 swath. It carries an acquisition-time tag.
+
+Same params, same bytes, on any machine: lattice values come from PCG64 uniform doubles, the
+noise is interpolated with a smoothstep polynomial using only +, - and * (no transcendental
+functions, whose last bits vary between CPUs and libm builds), and per-pixel texture comes from a
+generator seeded by the block position. The scene is written block by block, so memory stays flat
+however large it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512
+BANDS = ("B02", "B03", "B04", "B08")
+CRS_EPSG = 32633
+ORIGIN = (399960.0, 5900040.0)
+PIXEL_SIZE = 10.0
+_BASE_TIME = dt.datetime(2024, 6, 1, 10, 30, 21, tzinfo=dt.UTC)
+# Band values (B02, B03, B04, B08) of each surface, reflectance x 10000.
+_WATER = np.array([900.0, 800.0, 600.0, 300.0])
+_VEGETATION = np.array([400.0, 700.0, 450.0, 3200.0])
+_SOIL = np.array([1300.0, 1600.0, 1900.0, 2600.0])
+_CLOUD = np.array([7500.0, 7600.0, 7700.0, 7900.0])
+
+
+def acquisition_time(seed: int) -> str:
+    """The deterministic acquisition time written into a synthetic scene's tags."""
+    when = _BASE_TIME + dt.timedelta(days=seed % 365)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Noise:
+    """Fractal value noise over a ``height`` x ``width`` grid, evaluated window by window."""
+
+    def __init__(self, rng: np.random.Generator, height: int, width: int, cells: tuple[int, ...]):
+        self.cells = cells
+        self.amplitudes = [0.5**i for i in range(len(cells))]
+        self.total = sum(self.amplitudes)
+        self.lattices = [rng.random((height // s + 3, width // s + 3)) for s in cells]
+
+    def window(self, row_off: int, col_off: int, rows: int, cols: int) -> np.ndarray:
+        out = np.zeros((rows, cols))
+        r = np.arange(row_off, row_off + rows, dtype=np.float64)
+        c = np.arange(col_off, col_off + cols, dtype=np.float64)
+        for cell, amp, lattice in zip(self.cells, self.amplitudes, self.lattices, strict=True):
+            gy, gx = r / cell, c / cell
+            iy, ix = np.floor(gy).astype(np.intp), np.floor(gx).astype(np.intp)
+            fy, fx = gy - iy, gx - ix
+            sy, sx = fy * fy * (3.0 - 2.0 * fy), fx * fx * (3.0 - 2.0 * fx)
+            lo = iy.min()
+            band = lattice[lo : iy.max() + 2]
+            horiz = band[:, ix] * (1.0 - sx) + band[:, ix + 1] * sx
+            top, bottom = horiz[iy - lo], horiz[iy - lo + 1]
+            out += amp * (top * (1.0 - sy)[:, None] + bottom * sy[:, None])
+        return out / self.total
+
+
+def _render(terrain: _Noise, cloud: _Noise, seed: int, width: int, window: Window) -> np.ndarray:
+    r0, c0, rows, cols = window.row_off, window.col_off, window.height, window.width
+    e = terrain.window(r0, c0, rows, cols)
+    cl = cloud.window(r0, c0, rows, cols)
+    soil = np.clip((e - 0.5) * 2.5, 0.0, 1.0)
+    water = e < 0.42
+    alpha = np.clip((cl - 0.58) * (1.0 / 0.12), 0.0, 1.0)
+    alpha = alpha * alpha * (3.0 - 2.0 * alpha)
+    rng = np.random.default_rng([seed, 1, r0, c0])
+    out = np.empty((len(BANDS), rows, cols), dtype=np.uint16)
+    rr = np.arange(r0, r0 + rows, dtype=np.int64)[:, None]
+    cc = np.arange(c0, c0 + cols, dtype=np.int64)[None, :]
+    nodata = 20 * cc + 7 * rr < 2 * width
+    for b in range(len(BANDS)):
+        land = _VEGETATION[b] * (1.0 - soil) + _SOIL[b] * soil
+        surface = np.where(water, _WATER[b] * (0.8 + 0.4 * e), land)
+        value = surface * (1.0 - alpha) + _CLOUD[b] * alpha
+        value = value + rng.integers(-40, 41, size=(rows, cols))
+        band = np.clip(np.rint(value), 1, 10000).astype(np.uint16)
+        band[nodata] = 0
+        out[b] = band
+    return out
+
+
+def write_scene(path: Path | str, *, width: int, height: int, seed: int) -> None:
+    """Write the synthetic scene for ``seed`` at ``width`` x ``height`` pixels to ``path``.
+
+    The file is a tiled (512 x 512), deflate-compressed GeoTIFF with nodata 0.
+    """
+    rng = np.random.default_rng([seed, 0])
+    terrain = _Noise(rng, height, width, (1024, 512, 256, 128, 64, 32))
+    cloud = _Noise(rng, height, width, (512, 256, 128, 64, 32))
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": len(BANDS),
+        "dtype": "uint16",
+        "crs": CRS.from_epsg(CRS_EPSG),
+        "transform": from_origin(*ORIGIN, PIXEL_SIZE, PIXEL_SIZE),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "deflate",
+        "predictor": 2,
+        "interleave": "pixel",
+        "bigtiff": "if_safer",
+    }
+    log.info("writing synthetic scene %dx%d seed=%d", width, height, seed)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.descriptions = BANDS
+        dst.update_tags(
+            ACQUISITION_TIME=acquisition_time(seed),
+            PLATFORM="synthetic Sentinel-2-like",
+            SYNTHETIC_SEED=str(seed),
+        )
+        for row_off in range(0, height, BLOCK):
+            for col_off in range(0, width, BLOCK):
+                window = Window(
+                    col_off, row_off, min(BLOCK, width - col_off), min(BLOCK, height - row_off)
+                )
+                dst.write(_render(terrain, cloud, seed, width, window), window=window)

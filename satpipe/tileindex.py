@@ -1,0 +1,86 @@
+"""The tile index: one JSON file listing every tile of a run.
+
+Each entry holds the tile id, its file name (relative to the tiles directory), its window in the
+scene, its bounds in the scene CRS, the sha256 of the tile file, and the per-tile figures measured
+when it was cut (valid fraction, mean intensity). The header records the scene identity (sha256,
+size, CRS), the tiling params and the feature definition, so the index alone says how every tile
+was made. Its content hash identifies a training set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from satpipe.errors import ModelError
+from satpipe.files import read_json, sha256_file
+
+INDEX_SCHEMA = 1
+
+
+def build_index(
+    meta: dict[str, Any],
+    tiling: dict[str, Any],
+    feature: dict[str, Any],
+    entries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Assemble the index document from the scene metadata, tiling params and entries."""
+    scene = {
+        key: meta[key]
+        for key in (
+            "sha256",
+            "width",
+            "height",
+            "count",
+            "dtypes",
+            "crs",
+            "crs_wkt",
+            "epsg",
+            "transform",
+            "nodata",
+            "acquisition_time",
+            "source",
+        )
+    }
+    return {
+        "schema": INDEX_SCHEMA,
+        "scene": scene,
+        "tiling": tiling,
+        "feature": feature,
+        "tile_count": len(entries),
+        "tiles": entries,
+    }
+
+
+def load_index(path: Path | str) -> dict[str, Any]:
+    """Read a tile index, checking that it is one.
+
+    Raises:
+        ModelError: the file is missing or not a tile index.
+    """
+    try:
+        index = read_json(path)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: tile index not found") from None
+    except ValueError as exc:
+        raise ModelError(f"{path}: tile index is not valid JSON ({exc})") from exc
+    if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA or "tiles" not in index:
+        raise ModelError(f"{path}: not a tile index (schema {INDEX_SCHEMA} expected)")
+    return index
+
+
+def index_hash(path: Path | str) -> str:
+    """sha256 of the tile index file: the identity of a training set."""
+    return sha256_file(path)
+
+
+def in_training_subset(tile: str, seed: int, fraction: float) -> bool:
+    """Deterministic train/held-out split by a hash of the tile id.
+
+    A tile is in the training subset when ``sha256(f"{seed}:{tile}")``, read as a number in
+    [0, 1), is below ``fraction``. Membership depends only on the tile id, so adding tiles never
+    moves an existing tile between subsets.
+    """
+    digest = hashlib.sha256(f"{seed}:{tile}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction

@@ -1,0 +1,231 @@
+"""Tiling: cutting a scene into fixed-size, georeferenced tiles.
+
+Along one axis of length ``n``, tiles of ``size`` pixels start every ``stride`` pixels. The grid
+covers the scene: offsets ``k * stride`` for ``k = 0 .. ceil((n - size) / stride)``. Of those,
+``floor((n - size) / stride) + 1`` are *full* (``offset + size <= n``); the last offset is
+*partial* when ``(n - size)`` is not a multiple of ``stride``. Partial edge tiles are skipped unless
+``tile.keep_partial`` is set (then they are written clipped to the scene). A tile whose nodata
+fraction exceeds ``tile.max_nodata_fraction``, or that has no valid pixel, is skipped.
+
+Each tile is a GeoTIFF carrying the scene's CRS and the transform of its window, named from its
+offsets (``r{row_off:06d}_c{col_off:06d}.tif``). The scene is read with windowed reads only, in
+row order, in bands of whole internal blocks so that each block is decoded about once; bands are
+processed by a small thread pool (GDAL releases the GIL while decoding and encoding), and results
+are assembled in grid order, so the output does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio import windows
+from rasterio.windows import Window
+
+from satpipe.errors import TilingError
+from satpipe.features import FeatureSpec, tile_features
+from satpipe.files import sha256_bytes
+from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Tile offsets along one axis: the full ones and the partial edge one (if any)."""
+
+    full: tuple[int, ...]
+    partial: int | None
+
+
+def axis_offsets(length: int, size: int, stride: int) -> Axis:
+    """Offsets of the tile grid along an axis of ``length`` pixels (see module docstring)."""
+    if length < size:
+        return Axis((), 0)
+    n_full = (length - size) // stride + 1
+    full = tuple(k * stride for k in range(n_full))
+    last = full[-1]
+    partial = last + stride if last + size < length else None
+    return Axis(full, partial)
+
+
+def tile_id(row_off: int, col_off: int) -> str:
+    """Deterministic tile id from the window offsets."""
+    return f"r{row_off:06d}_c{col_off:06d}"
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """One band of tile rows processed together: the rows read and the tile windows in it."""
+
+    row_off: int
+    rows: int
+    windows: tuple[Window, ...]
+
+
+def plan_jobs(
+    width: int, height: int, size: int, stride: int, keep_partial: bool, block_height: int
+) -> tuple[list[TileJob], int]:
+    """Group the grid's tile windows into block-aligned row bands.
+
+    Returns:
+        The jobs in row order, and how many partial edge tiles were skipped.
+    """
+    cols, rows = axis_offsets(width, size, stride), axis_offsets(height, size, stride)
+    col_offs = list(cols.full) + ([cols.partial] if keep_partial and cols.partial else [])
+    row_offs = list(rows.full) + ([rows.partial] if keep_partial and rows.partial else [])
+    n_all = (len(cols.full) + (cols.partial is not None)) * (
+        len(rows.full) + (rows.partial is not None)
+    )
+    skipped_partial = n_all - len(col_offs) * len(row_offs)
+    band = max(block_height, math.ceil(size / block_height) * block_height)
+    groups: dict[int, list[int]] = {}
+    for r in row_offs:
+        groups.setdefault(r // band, []).append(r)
+    jobs = []
+    for offs in groups.values():
+        first, last = offs[0], offs[-1]
+        span = min(last + size, height) - first
+        wins = tuple(
+            Window(c, r, min(size, width - c), min(size, height - r))
+            for r in offs
+            for c in col_offs
+        )
+        jobs.append(TileJob(first, span, wins))
+    return jobs, skipped_partial
+
+
+class _Worker:
+    """Processes jobs; each job opens its own dataset handle (rasterio handles are per thread)."""
+
+    def __init__(
+        self,
+        scene: Path,
+        out_dir: Path,
+        profile: dict[str, Any],
+        nodata: float | None,
+        spec: FeatureSpec,
+        max_nodata: float,
+    ):
+        self.scene, self.out_dir, self.profile = scene, out_dir, profile
+        self.nodata, self.spec, self.max_nodata = nodata, spec, max_nodata
+
+    def run(self, job: TileJob) -> tuple[list[dict[str, Any]], Counter]:
+        with open_scene(self.scene) as src:
+            data = read_window(src, Window(0, job.row_off, src.width, job.rows))
+            scene_transform = src.transform
+        entries, skipped = [], Counter()
+        for win in job.windows:
+            r0 = win.row_off - job.row_off
+            tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
+            feats = tile_features(tile, self.nodata, self.spec)
+            if feats.mean_intensity is None:
+                skipped["empty"] += 1
+                continue
+            if 1.0 - feats.valid_fraction > self.max_nodata:
+                skipped["nodata"] += 1
+                continue
+            transform = windows.transform(win, scene_transform)
+            blob = encode_tile(np.ascontiguousarray(tile), transform, self.profile)
+            tid = tile_id(win.row_off, win.col_off)
+            (self.out_dir / f"{tid}.tif").write_bytes(blob)
+            entries.append(
+                {
+                    "id": tid,
+                    "file": f"{tid}.tif",
+                    "window": {
+                        "col_off": win.col_off,
+                        "row_off": win.row_off,
+                        "width": win.width,
+                        "height": win.height,
+                    },
+                    "bounds": list(windows.bounds(win, scene_transform)),
+                    "sha256": sha256_bytes(blob),
+                    "valid_fraction": feats.valid_fraction,
+                    "mean_intensity": feats.mean_intensity,
+                }
+            )
+        return entries, skipped
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Any, jobs: list[TileJob], ahead: int) -> Iterator:
+    """Like ``pool.map`` but with at most ``ahead`` jobs in flight (bounded memory)."""
+    pending = []
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= ahead:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
+
+
+def cut_tiles(
+    scene: Path,
+    meta: dict[str, Any],
+    out_dir: Path,
+    *,
+    size: int,
+    stride: int,
+    keep_partial: bool,
+    max_nodata_fraction: float,
+    compress: str,
+    spec: FeatureSpec,
+    workers: int | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Cut ``scene`` into tile files in ``out_dir``.
+
+    Args:
+        scene: the validated scene GeoTIFF.
+        meta: its ingest metadata (nodata, size).
+        out_dir: an existing, empty directory for the tile files.
+        size: tile size in pixels.
+        stride: step between tile origins.
+        keep_partial: write partial edge tiles (clipped) instead of skipping them.
+        max_nodata_fraction: skip tiles whose nodata fraction is above this.
+        compress: tile compression (zstd, deflate, lzw, none).
+        spec: the feature definition used for the per-tile feature.
+        workers: threads (default: the CPU count, at most 4).
+
+    Returns:
+        The tile index entries in grid order, and skipped counts by reason.
+
+    Raises:
+        TilingError: the scene is smaller than a tile, or no tile survives the filters.
+    """
+    width, height, count = meta["width"], meta["height"], meta["count"]
+    if width < size or height < size:
+        raise TilingError(
+            f"{scene}: scene is {width}x{height} pixels, smaller than tile.size {size}; "
+            f"expected both sides >= {size} (lower tile.size)"
+        )
+    bad = [b for b in (spec.bands or ()) if b > count]
+    if bad:
+        raise TilingError(f"{scene}: features.bands {bad} out of range; scene has {count} bands")
+    nodata = meta["nodata"]
+    with open_scene(scene) as src:
+        block_height = src.block_shapes[0][0]
+        crs = src.crs
+    jobs, skipped_partial = plan_jobs(width, height, size, stride, keep_partial, block_height)
+    profile = tile_profile(count, meta["dtypes"][0], size, crs, nodata, compress)
+    worker = _Worker(scene, out_dir, profile, nodata, spec, max_nodata_fraction)
+    n = workers or min(os.cpu_count() or 1, 4)
+    entries: list[dict[str, Any]] = []
+    skipped = Counter({"partial": skipped_partial, "nodata": 0, "empty": 0})
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for job_entries, job_skipped in _bounded_map(pool, worker.run, jobs, 2 * n):
+            entries.extend(job_entries)
+            skipped.update(job_skipped)
+    if not entries:
+        raise TilingError(
+            f"{scene}: no tile survives: scene {width}x{height}, tile.size {size}, stride "
+            f"{stride}; skipped {dict(skipped)} (raise tile.max_nodata_fraction or lower tile.size)"
+        )
+    return entries, dict(skipped)

@@ -1,0 +1,68 @@
+"""Stage train: fit the threshold model on a deterministic subset of the tile index.
+
+Usage: ``python -m stages.train <tile_index.json> <model.json> <metrics.json>``; reads ``train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import numpy as np
+
+from satpipe import model as model_lib
+from satpipe.errors import ModelError
+from satpipe.files import write_json
+from satpipe.params import load_params
+from satpipe.tileindex import in_training_subset, index_hash, load_index
+from stages import _cli
+
+log = logging.getLogger(__name__)
+
+
+def main(args: argparse.Namespace) -> None:
+    """Fit and write the model and the training metrics."""
+    tp = load_params(args.params).train
+    index = load_index(args.index)
+    train = [t for t in index["tiles"] if in_training_subset(t["id"], tp.seed, tp.fraction)]
+    if not train:
+        raise ModelError(
+            f"{args.index}: train.fraction {tp.fraction} selects none of the "
+            f"{len(index['tiles'])} tiles; raise train.fraction or use more tiles"
+        )
+    values = np.array([t["mean_intensity"] for t in train], dtype=np.float64)
+    training = {
+        "tile_index_sha256": index_hash(args.index),
+        "scene_sha256": index["scene"]["sha256"],
+        "tiling": index["tiling"],
+        "params": tp.model_dump(),
+        "tiles": len(train),
+        "tiles_held_out": len(index["tiles"]) - len(train),
+    }
+    model = model_lib.fit(values, index["feature"], training, tp.histogram_bins)
+    write_json(args.model, model.to_dict())
+    write_json(
+        args.metrics,
+        {
+            "threshold": model.threshold,
+            "training_tiles": len(train),
+            "held_out_tiles": training["tiles_held_out"],
+            "bright_fraction": model.reference["class_fractions"]["bright"],
+        },
+    )
+    log.info(
+        "model %s: threshold %.3f from %d tiles (%d held out)",
+        model.version,
+        model.threshold,
+        len(train),
+        training["tiles_held_out"],
+    )
+
+
+if __name__ == "__main__":
+    p = _cli.parser("train", __doc__)
+    p.add_argument("index", help="tile index JSON")
+    p.add_argument("model", help="output model JSON")
+    p.add_argument("metrics", help="output training metrics JSON")
+    sys.exit(_cli.run("train", main, p.parse_args()))
