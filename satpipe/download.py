@@ -36,7 +36,8 @@ def _fetch_once(url: str, dest: Path, timeout: float) -> str:
             fh.write(chunk)
             received += len(chunk)
     if expected_length is not None and received != int(expected_length):
-        raise DownloadError(f"{url}: connection closed after {received} of {expected_length} bytes")
+        # Caught by download(), which names the URL once in its own message.
+        raise DownloadError(f"connection closed after {received} of {expected_length} bytes")
     return digest.hexdigest()
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from satpipe.errors import SatpipeError, TileError
 from satpipe.features import tile_features
 from satpipe.files import sha256_bytes
 from satpipe.model import CLASSES, Model
-from satpipe.raster import Raster, read_tile_file
+from satpipe.raster import Raster, decode_tile, read_file_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,10 @@ def predict_file(path: Path | str, model: Model, expected_sha256: str | None = N
         TileError: the content does not match ``expected_sha256``, or the tile is unusable.
         RasterReadError, NotGeoTIFFError: the file cannot be read as a GeoTIFF.
     """
-    raster, blob = read_tile_file(path)
+    blob = read_file_bytes(path)
     if expected_sha256 is not None and (got := sha256_bytes(blob)) != expected_sha256:
         raise TileError(f"{path}: sha256 is {got}; the tile index says {expected_sha256}")
-    return predict_raster(raster, model, str(path))
+    return predict_raster(decode_tile(blob, str(path)), model, str(path))
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
@@ -89,9 +90,13 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 
 def batch_predict(
-    index: dict[str, Any], tiles_dir: Path, model: Model, workers: int | None = None
+    index: dict[str, Any],
+    tiles_dir: Path,
+    model: Model,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[float]]:
-    """Classify every tile of ``index``.
+    """Classify every tile of ``index`` (with a progress bar on stderr if ``progress``).
 
     Returns:
         Per-tile records (index order), failures (id, path, error), and per-tile latencies (s).
@@ -117,7 +122,11 @@ def batch_predict(
     n = workers or min(os.cpu_count() or 1, 4)
     records, failures, latencies = [], [], []
     with ThreadPoolExecutor(max_workers=n) as pool:
-        for record, latency in pool.map(one, index["tiles"], chunksize=1):
+        results = pool.map(one, index["tiles"])
+        bar = tqdm(
+            results, total=len(index["tiles"]), unit="tile", desc="infer", disable=not progress
+        )
+        for record, latency in bar:
             if "error" in record:
                 log.warning(
                     "tile %s failed: %s",

@@ -16,7 +16,7 @@ from typing import Any
 
 from satpipe import synthetic
 from satpipe.download import download
-from satpipe.errors import ChecksumError, RasterReadError
+from satpipe.errors import ChecksumError, ParamsError, RasterReadError
 from satpipe.files import atomic_path, write_json
 from satpipe.params import IngestParams
 from satpipe.scene import inspect_scene
@@ -49,9 +49,13 @@ def _acquire(params: IngestParams, tmp: Path, root: Path) -> str:
         src = src if src.is_absolute() else root / src
         if not src.is_file():
             raise RasterReadError(f"{params.path}: file not found (ingest.path)")
-        shutil.copyfile(src, tmp)
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            raise RasterReadError(f"{params.path}: cannot copy: {exc.strerror or exc}") from exc
         return str(params.path)
-    assert params.url is not None and params.sha256 is not None  # enforced by IngestParams
+    if params.url is None or params.sha256 is None:  # IngestParams enforces both for http
+        raise ParamsError("ingest.url and ingest.sha256 are required for source 'http'")
     download(params.url, tmp, sha256=params.sha256, retries=params.retries, timeout=params.timeout)
     return params.url
 

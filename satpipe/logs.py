@@ -42,6 +42,8 @@ def configure(stage: str, level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # rasterio logs every GDAL error at INFO; the library turns those into our own errors.
+    logging.getLogger("rasterio").setLevel(logging.WARNING)
 
 
 def set_model(version: str) -> None:

@@ -185,10 +185,17 @@ def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
         return f"{path}: unknown key {key!r} (expected one of: {expected})"
     value: Any = data
     for part in err["loc"]:
-        value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            value = None
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         return f"{path}: {key} is missing"
+    if isinstance(value, dict):  # a check across a section's keys: the message names them
+        return f"{path}: {key}: {msg}"
     return f"{path}: {key}={value!r}: {msg}"
 
 

@@ -49,17 +49,22 @@ def is_tiff_bytes(head: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def open_scene(path: Path | str, **options: Any) -> Iterator[DatasetReader]:
+def open_scene(
+    path: Path | str, *, name: str | None = None, **options: Any
+) -> Iterator[DatasetReader]:
     """Open a raster for reading, translating GDAL failures into errors naming the file.
 
     Args:
         path: the file to open.
+        name: how to name the file in messages (defaults to ``path``; ingest passes the user's
+            input, not the temporary copy it opens).
         **options: GDAL open options (e.g. ``num_threads="ALL_CPUS"``).
 
     Raises:
         NotGeoTIFFError: GDAL does not recognise the file as a raster.
         RasterReadError: the file cannot be opened for another reason.
     """
+    name = name or str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -68,17 +73,30 @@ def open_scene(path: Path | str, **options: Any) -> Iterator[DatasetReader]:
         text = str(exc)
         if "not recognized" in text or "not a supported" in text:
             raise NotGeoTIFFError(
-                f"{path}: not a GeoTIFF (GDAL does not recognise the format); expected a GeoTIFF"
+                f"{name}: not a GeoTIFF (GDAL does not recognise the format); expected a GeoTIFF"
             ) from exc
         if "No such file" in text or not Path(path).exists():
-            raise RasterReadError(f"{path}: file not found") from exc
-        raise RasterReadError(f"{path}: cannot open raster: {text}") from exc
+            raise RasterReadError(f"{name}: file not found") from exc
+        detail = text.removeprefix(f"{Path(path).name}: ")
+        raise RasterReadError(f"{name}: cannot open raster: {detail}") from exc
     with src:
         yield src
 
 
-def read_window(src: DatasetReader, window: Window, indexes: list[int] | None = None) -> np.ndarray:
+def read_window(
+    src: DatasetReader,
+    window: Window,
+    indexes: list[int] | None = None,
+    *,
+    name: str | None = None,
+) -> np.ndarray:
     """Read one window of a dataset, naming file and window if the pixel data is unreadable.
+
+    Args:
+        src: an open dataset.
+        window: the window to read.
+        indexes: 1-based bands (None = all).
+        name: how to name the file in messages (defaults to ``src.name``).
 
     Raises:
         RasterReadError: GDAL failed to decode the window (corrupt or truncated data).
@@ -86,10 +104,13 @@ def read_window(src: DatasetReader, window: Window, indexes: list[int] | None = 
     try:
         return src.read(indexes, window=window)
     except RasterioIOError as exc:
+        # rasterio's own text is "Read failed. See previous exception"; GDAL's reason is the
+        # cause, prefixed with the file's base name, which may be a temporary copy's.
+        detail = str(exc.__cause__ or exc).removeprefix(f"{Path(src.name).name}, ")
         raise RasterReadError(
-            f"{src.name}: unreadable pixel data in window rows {window.row_off}-"
+            f"{name or src.name}: unreadable pixel data in window rows {window.row_off}-"
             f"{window.row_off + window.height - 1}, cols {window.col_off}-"
-            f"{window.col_off + window.width - 1}: {exc}"
+            f"{window.col_off + window.width - 1}: {detail}"
         ) from exc
 
 
@@ -170,15 +191,23 @@ def decode_tile(data: bytes, name: str) -> Raster:
             return Raster(array, src.transform, src.crs, src.nodata)
 
 
-def read_tile_file(path: Path | str) -> tuple[Raster, bytes]:
-    """Read a tile file once from disk; return the decoded raster and the raw bytes.
+def read_file_bytes(path: Path | str) -> bytes:
+    """Read a whole (tile) file, naming it if that fails.
+
+    Raises:
+        RasterReadError: the file cannot be read.
+    """
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise RasterReadError(f"{path}: cannot read tile file: {exc.strerror or exc}") from exc
+
+
+def read_tile_file(path: Path | str) -> Raster:
+    """Read a tile file once from disk and decode it.
 
     Raises:
         RasterReadError: the file cannot be read or decoded.
         NotGeoTIFFError: the file is not a GeoTIFF.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise RasterReadError(f"{path}: cannot read tile file: {exc.strerror or exc}") from exc
-    return decode_tile(data, str(path)), data
+    return decode_tile(read_file_bytes(path), str(path))

@@ -24,6 +24,7 @@ from satpipe.errors import (
     EmptySceneError,
     GeoreferencingError,
     NotGeoTIFFError,
+    RasterReadError,
     UnsupportedDtypeError,
 )
 from satpipe.features import valid_mask
@@ -89,13 +90,17 @@ def find_acquisition_time(tags: dict[str, str], fallback: str | None, name: str)
     )
 
 
-def check_georeferencing(src: DatasetReader) -> None:
+def check_georeferencing(src: DatasetReader, name: str | None = None) -> None:
     """Refuse scenes without a CRS and a north-up affine geotransform.
+
+    Args:
+        src: the open scene.
+        name: how to name the scene in messages (defaults to ``src.name``).
 
     Raises:
         GeoreferencingError: naming what is missing or wrong.
     """
-    name = src.name
+    name = name or src.name
     transform = src.transform
     gcps, gcp_crs = src.gcps
     if src.crs is None or transform.is_identity:
@@ -131,20 +136,32 @@ def check_georeferencing(src: DatasetReader) -> None:
         )
 
 
-def count_valid_pixels(src: DatasetReader, nodata: float | None) -> int:
+def count_valid_pixels(src: DatasetReader, nodata: float | None, name: str | None = None) -> int:
     """Read every block once (windowed, row order) and count pixels valid in every band.
 
     Raises:
-        RasterReadError: a block cannot be decoded.
+        RasterReadError: a block cannot be decoded, naming the file and that block's window.
     """
     block_height = src.block_shapes[0][0]
     row_bytes = src.width * src.count * np.dtype(src.dtypes[0]).itemsize
     target = max(1, _CHUNK_BYTES // row_bytes)
     valid = 0
     for row_off, rows in row_chunks(src.height, block_height, target):
-        data = read_window(src, Window(0, row_off, src.width, rows))
+        chunk = Window(0, row_off, src.width, rows)
+        try:
+            data = read_window(src, chunk, name=name)
+        except RasterReadError:
+            _raise_first_bad_block(src, chunk, name)
+            raise
         valid += int(np.count_nonzero(valid_mask(data, nodata)))
     return valid
+
+
+def _raise_first_bad_block(src: DatasetReader, chunk: Window, name: str | None) -> None:
+    """Re-read ``chunk`` block by block so the error names the block at fault, not the chunk."""
+    for _, block in src.block_windows(1):
+        if chunk.row_off <= block.row_off < chunk.row_off + chunk.height:
+            read_window(src, block, name=name)
 
 
 def inspect_scene(
@@ -169,14 +186,19 @@ def inspect_scene(
     name = name or str(path)
     with ThreadPoolExecutor(max_workers=1) as pool:
         digest = pool.submit(sha256_file, path)
-        with open_scene(path, num_threads="ALL_CPUS") as src:
+        with open_scene(path, name=name, num_threads="ALL_CPUS") as src:
             meta = _describe(src, name, nodata_override, acquisition_time)
-            valid = count_valid_pixels(src, meta["nodata"])
+            valid = count_valid_pixels(src, meta["nodata"], name)
         meta["sha256"] = digest.result()
     if valid == 0:
+        nodata, floating = meta["nodata"], np.dtype(meta["dtypes"][0]).kind == "f"
+        if nodata is None or np.isnan(nodata):
+            invalid = "NaN"
+        else:
+            invalid = f"nodata ({nodata!r})" + (" or NaN" if floating else "")
         raise EmptySceneError(
-            f"{name}: no valid pixel ({meta['width']}x{meta['height']}, every pixel is nodata "
-            f"{meta['nodata']!r} or NaN); expected at least one valid pixel"
+            f"{name}: no valid pixel: all {meta['width']}x{meta['height']} pixels are {invalid}; "
+            "expected at least one valid pixel (check ingest.nodata)"
         )
     meta["valid_fraction"] = valid / (meta["width"] * meta["height"])
     meta["size_bytes"] = Path(path).stat().st_size
@@ -199,7 +221,7 @@ def _describe(
         raise UnsupportedDtypeError(
             f"{name}: bands have mixed pixel types {dtypes}; expected one type for all bands"
         )
-    check_georeferencing(src)
+    check_georeferencing(src, name)
     nodata = src.nodata if nodata_override is None else nodata_override
     time, time_source = find_acquisition_time(src.tags(), acquisition_time, name)
     epsg = src.crs.to_epsg()

@@ -1,11 +1,13 @@
 """Tiling: cutting a scene into fixed-size, georeferenced tiles.
 
-Along one axis of length ``n``, tiles of ``size`` pixels start every ``stride`` pixels. The grid
-covers the scene: offsets ``k * stride`` for ``k = 0 .. ceil((n - size) / stride)``. Of those,
-``floor((n - size) / stride) + 1`` are *full* (``offset + size <= n``); the last offset is
-*partial* when ``(n - size)`` is not a multiple of ``stride``. Partial edge tiles are skipped unless
-``tile.keep_partial`` is set (then they are written clipped to the scene). A tile whose nodata
-fraction exceeds ``tile.max_nodata_fraction``, or that has no valid pixel, is skipped.
+Along one axis of length ``n``, tiles of ``size`` pixels start every ``stride`` pixels:
+``floor((n - size) / stride) + 1`` *full* tiles at offsets ``k * stride`` (``offset + size <= n``),
+and one *partial* edge tile at the next offset ``p`` when the full tiles leave pixels uncovered
+at the edge and ``p`` still starts inside the scene (``p < n < p + size``). With
+``stride <= size`` the full and partial tiles together cover every pixel. Partial edge tiles are
+skipped unless ``tile.keep_partial`` is set (then they are written clipped to the scene). A tile
+whose nodata fraction exceeds ``tile.max_nodata_fraction``, or that has no valid pixel, is
+skipped.
 
 Each tile is a GeoTIFF carrying the scene's CRS and the transform of its window, named from its
 offsets (``r{row_off:06d}_c{col_off:06d}.tif``). The scene is read with windowed reads only, in
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 from rasterio import windows
 from rasterio.windows import Window
+from tqdm import tqdm
 
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec, tile_features
@@ -53,7 +56,7 @@ def axis_offsets(length: int, size: int, stride: int) -> Axis:
     n_full = (length - size) // stride + 1
     full = tuple(k * stride for k in range(n_full))
     last = full[-1]
-    partial = last + stride if last + size < length else None
+    partial = last + stride if last + max(size, stride) < length else None
     return Axis(full, partial)
 
 
@@ -179,6 +182,7 @@ def cut_tiles(
     compress: str,
     spec: FeatureSpec,
     workers: int | None = None,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Cut ``scene`` into tile files in ``out_dir``.
 
@@ -193,6 +197,7 @@ def cut_tiles(
         compress: tile compression (zstd, deflate, lzw, none).
         spec: the feature definition used for the per-tile feature.
         workers: threads (default: the CPU count, at most 4).
+        progress: show a progress bar (tile rows) on stderr.
 
     Returns:
         The tile index entries in grid order, and skipped counts by reason.
@@ -220,7 +225,9 @@ def cut_tiles(
     entries: list[dict[str, Any]] = []
     skipped = Counter({"partial": skipped_partial, "nodata": 0, "empty": 0})
     with ThreadPoolExecutor(max_workers=n) as pool:
-        for job_entries, job_skipped in _bounded_map(pool, worker.run, jobs, 2 * n):
+        results = _bounded_map(pool, worker.run, jobs, 2 * n)
+        bar = tqdm(results, total=len(jobs), unit="row", desc="tile", disable=not progress)
+        for job_entries, job_skipped in bar:
             entries.extend(job_entries)
             skipped.update(job_skipped)
     if not entries:

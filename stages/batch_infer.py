@@ -38,7 +38,9 @@ def main(args: argparse.Namespace) -> None:
     index = load_index(args.index)
     model_md5, index_sha = md5_file(args.model), sha256_file(args.index)
     start = time.perf_counter()
-    records, failures, latencies = batch_predict(index, Path(args.tiles_dir), model)
+    records, failures, latencies = batch_predict(
+        index, Path(args.tiles_dir), model, progress=logs.show_progress()
+    )
     elapsed = time.perf_counter() - start
     total = len(index["tiles"])
     failed_fraction = len(failures) / total if total else 0.0

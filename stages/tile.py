@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from satpipe import logs
 from satpipe.features import FeatureSpec
 from satpipe.files import read_json, write_json
 from satpipe.params import load_params
@@ -47,6 +48,7 @@ def main(args: argparse.Namespace) -> None:
             max_nodata_fraction=tp.max_nodata_fraction,
             compress=tp.compress,
             spec=spec,
+            progress=logs.show_progress(),
         )
         tiling = {
             "size": tp.size,

@@ -1,0 +1,142 @@
+"""Batch inference and health through the stage entry points, on a small fixture scene."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from satpipe.files import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _stage(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def workdir(make_raster, tmp_path: Path) -> Path:
+    """A directory holding params.yaml and a tiled, trained 211x157 4-band scene."""
+
+    def pattern(count: int, height: int, width: int) -> np.ndarray:
+        rng = np.random.default_rng(7)
+        return rng.integers(100, 5000, size=(count, height, width)).astype(np.uint16)
+
+    scene = make_raster("input.tif", count=4, width=211, height=157, nodata=0, data=pattern)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"].update(source="file", path=str(scene))
+    params["tile"]["size"] = 32
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for name, args in [
+        ("ingest", ["scene.tif", "scene.json"]),
+        ("tile", ["scene.tif", "scene.json", "tiles", "index.json", "tile_metrics.json"]),
+        ("train", ["index.json", "model.json", "train_metrics.json"]),
+    ]:
+        result = _stage(name, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    return tmp_path
+
+
+def _infer(workdir: Path) -> subprocess.CompletedProcess:
+    return _stage(
+        "batch_infer",
+        "model.json",
+        "index.json",
+        "tiles",
+        "predictions.json",
+        "predictions.geojson",
+        "--run-record",
+        "runs/record.json",
+        cwd=workdir,
+    )
+
+
+def test_predictions_cover_every_tile(workdir: Path) -> None:
+    result = _infer(workdir)
+    assert result.returncode == 0, result.stderr
+    index = read_json(workdir / "index.json")
+    preds = read_json(workdir / "predictions.json")
+    model = read_json(workdir / "model.json")
+    meta = preds["metadata"]
+    assert meta["tiles_inferred"] == index["tile_count"] == len(preds["predictions"]) == 24
+    assert meta["tiles_failed"] == 0 and meta["failed"] == []
+    assert meta["model"]["version"] == model["version"]
+    counts = meta["monitoring"]["prediction_counts"]
+    assert sum(counts.values()) == 24
+    by_id = {t["id"]: t for t in index["tiles"]}
+    for pred in preds["predictions"]:
+        tile = by_id[pred["id"]]
+        assert pred["mean_intensity"] == tile["mean_intensity"]
+        expected = "bright" if pred["mean_intensity"] > model["threshold"] else "dark"
+        assert pred["prediction"] == expected
+        assert pred["window"] == tile["window"] and pred["bounds"] == tile["bounds"]
+    geo = read_json(workdir / "predictions.geojson")
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 24
+    ring = geo["features"][0]["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1]
+    lon, lat = ring[0]
+    assert 13.0 < lon < 14.0 and 53.0 < lat < 53.3  # UTM 33N near x=400 km, y=5900 km
+    # Timings only in the untracked run record, never in tracked outputs.
+    record = read_json(workdir / "runs" / "record.json")
+    assert {"tiles_per_second", "latency_ms", "finished_at"} <= set(record)
+    assert "latency" not in json.dumps(preds) and "seconds" not in json.dumps(preds)
+
+
+def test_unreadable_and_tampered_tiles_are_recorded(workdir: Path) -> None:
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["batch_infer"]["max_failed_fraction"] = 0.1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    index = read_json(workdir / "index.json")
+    first, second = index["tiles"][0]["file"], index["tiles"][1]["file"]
+    (workdir / "tiles" / first).write_bytes(b"not a tiff at all")
+    blob = bytearray((workdir / "tiles" / second).read_bytes())
+    blob[-1] ^= 0xFF
+    (workdir / "tiles" / second).write_bytes(bytes(blob))
+    result = _infer(workdir)
+    assert result.returncode == 0, result.stderr
+    meta = read_json(workdir / "predictions.json")["metadata"]
+    assert meta["tiles_failed"] == 2 and meta["tiles_inferred"] == 22
+    errors = {f["path"]: f["error"] for f in meta["failed"]}
+    assert "sha256" in errors[first] or "not a TIFF" in errors[first]
+    assert "the tile index says" in errors[second]
+    assert all(f["path"] in f["error"] for f in meta["failed"])
+
+
+def test_too_many_failures_fail_the_stage_cleanly(workdir: Path) -> None:
+    index = read_json(workdir / "index.json")
+    for tile in index["tiles"][:3]:
+        (workdir / "tiles" / tile["file"]).unlink()
+    result = _infer(workdir)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: tiles: 3 of 24 tiles failed (12.5%)")
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "predictions.json").exists()
+
+
+def test_health_report_on_held_out_tiles(workdir: Path) -> None:
+    assert _infer(workdir).returncode == 0
+    result = _stage("health", "model.json", "predictions.json", "health.json", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    health = read_json(workdir / "health.json")
+    model = read_json(workdir / "model.json")
+    assert health["status"] in {"healthy", "warning", "critical"}
+    assert health["compared"] == "held_out"
+    assert health["figures"]["tiles_compared"] == model["training"]["tiles_held_out"]
+    assert health["thresholds"]["psi_critical"] == 0.25
+    assert health["recommendations"]

@@ -1,0 +1,103 @@
+"""Features, the threshold model and its JSON form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from satpipe import model as model_lib
+from satpipe.errors import ModelError
+from satpipe.features import FeatureSpec, tile_features, valid_mask
+
+
+def test_mean_over_valid_pixels_only() -> None:
+    data = np.array([[[0, 10], [20, 30]], [[5, 10], [0, 50]]], dtype=np.uint16)
+    feats = tile_features(data, 0, FeatureSpec())
+    # Pixel (0,0) has band 1 = nodata and pixel (1,0) band 2 = nodata: both invalid.
+    assert feats.valid_fraction == 0.5
+    assert feats.mean_intensity == (10 + 30 + 10 + 50) / 4
+
+
+def test_nan_is_invalid_for_float_data() -> None:
+    data = np.array([[[np.nan, 1.0], [2.0, 3.0]]], dtype=np.float32)
+    feats = tile_features(data, float("nan"), FeatureSpec())
+    assert feats.valid_fraction == 0.75
+    assert feats.mean_intensity == pytest.approx(2.0)
+    feats = tile_features(data, None, FeatureSpec())
+    assert feats.mean_intensity == pytest.approx(2.0)
+
+
+def test_band_selection() -> None:
+    data = np.stack([np.full((3, 5), v, dtype=np.int16) for v in (-100, 7, 9)])
+    assert tile_features(data, None, FeatureSpec((2, 3))).mean_intensity == 8.0
+    assert tile_features(data, None, FeatureSpec((1,))).mean_intensity == -100.0
+
+
+def test_no_valid_pixel() -> None:
+    data = np.zeros((2, 4, 4), dtype=np.uint8)
+    feats = tile_features(data, 0, FeatureSpec())
+    assert feats == type(feats)(0.0, None)
+
+
+def test_integer_mean_is_exact_and_layout_independent() -> None:
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 65535, size=(4, 300, 300), dtype=np.uint16)
+    view = big[:, 11:267, 5:261]  # non-contiguous
+    copy = np.ascontiguousarray(view)
+    a = tile_features(view, 0, FeatureSpec()).mean_intensity
+    b = tile_features(copy, 0, FeatureSpec()).mean_intensity
+    assert a == b
+    mask = valid_mask(copy, 0)
+    assert a == int(copy[:, mask].astype(np.int64).sum()) / (4 * mask.sum())
+
+
+def _fit(values: list[float]) -> model_lib.Model:
+    return model_lib.fit(
+        np.array(values),
+        FeatureSpec().to_dict(),
+        {"tile_index_sha256": "ab" * 32, "tiles": len(values)},
+        bins=4,
+    )
+
+
+def test_threshold_is_mean_and_prediction_splits_on_it() -> None:
+    model = _fit([1.0, 2.0, 3.0, 10.0])
+    assert model.threshold == 4.0
+    assert model.predict(4.0) == "dark"
+    assert model.predict(4.0001) == "bright"
+    assert model.reference["class_fractions"] == {"dark": 0.75, "bright": 0.25}
+    assert model.reference["quantiles"][0] == 1.0 and model.reference["quantiles"][-1] == 10.0
+    assert sum(model.reference["histogram"]["counts"]) == 4
+
+
+def test_version_is_content_derived() -> None:
+    a, b, c = _fit([1.0, 2.0]), _fit([1.0, 2.0]), _fit([1.0, 2.5])
+    assert a.version == b.version
+    assert a.version != c.version
+    assert len(a.version) == 36 and a.version[14] == "5"  # a version-5 UUID
+
+
+def test_round_trip_and_tamper_detection(tmp_path: Path) -> None:
+    model = _fit([1.0, 2.0, 3.0])
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(model.to_dict()))
+    assert model_lib.load(path) == model
+    doc = model.to_dict()
+    doc["threshold"] = 99.0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="does not match its content"):
+        model_lib.load(path)
+
+
+def test_fit_rejects_empty_and_load_rejects_non_models(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no training tile"):
+        _fit([])
+    path = tmp_path / "x.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ModelError, match="not a mean-intensity-threshold model"):
+        model_lib.load(path)
+    with pytest.raises(ModelError, match="model file not found"):
+        model_lib.load(tmp_path / "missing.json")

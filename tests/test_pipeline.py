@@ -1,0 +1,146 @@
+"""End to end through DVC: a fresh clone reproduces dvc.lock; experiments change tile counts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TRACKED_OUTPUTS = (
+    "data/scene.tif",
+    "data/scene.json",
+    "data/tile_index.json",
+    "data/model.json",
+    "data/predictions.json",
+    "data/predictions.geojson",
+    "data/metrics/tile.json",
+    "data/metrics/train.json",
+    "data/metrics/health.json",
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.invalid",
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def _clone(dest: Path) -> Path:
+    """Clone the committed HEAD, plus the working tree's uncommitted changes for local runs."""
+    run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], cwd=REPO)
+    diff = run(["git", "diff", "HEAD", "--binary"], cwd=REPO).stdout
+    if diff:
+        subprocess.run(
+            ["git", "apply", "--whitespace=nowarn"], input=diff, text=True, cwd=dest, check=True
+        )
+        untracked = run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO)
+        for rel in untracked.stdout.splitlines():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+        run(["git", "add", "-A"], cwd=dest)
+        run(["git", "commit", "--quiet", "-m", "working tree"], cwd=dest)
+    return dest
+
+
+def _digests(root: Path) -> dict[str, str]:
+    out = {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in TRACKED_OUTPUTS}
+    for tile in sorted((root / "data" / "tiles").iterdir()):
+        out[f"tiles/{tile.name}"] = hashlib.sha256(tile.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone of the repository after ``dvc repro``."""
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    dest = _clone(tmp_path_factory.mktemp("clone") / "repo")
+    run(["dvc", "repro"], cwd=dest)
+    return dest
+
+
+def test_fresh_clone_reproduces_dvc_lock(clone: Path) -> None:
+    result = run(
+        ["git", "diff", "--exit-code", "--stat", "dvc.lock", "data/metrics"], cwd=clone, check=False
+    )
+    assert result.returncode == 0, f"dvc repro changed committed files:\n{result.stdout}"
+    status = run(["dvc", "status"], cwd=clone)
+    assert "up to date" in status.stdout
+
+
+def test_second_repro_runs_nothing(clone: Path) -> None:
+    result = run(["dvc", "repro"], cwd=clone)
+    assert "Running stage" not in result.stdout
+    assert "up to date" in result.stdout
+
+
+def test_two_runs_in_separate_dirs_are_byte_identical(clone: Path, tmp_path: Path) -> None:
+    second = _clone(tmp_path / "again")
+    run(["dvc", "repro"], cwd=second)
+    assert _digests(second) == _digests(clone)
+
+
+def test_param_typo_fails_with_the_key_named(clone: Path) -> None:
+    for key in ("tile.sise=512", "tiles.size=512"):
+        result = run(["dvc", "exp", "run", "-S", key], cwd=clone, check=False)
+        assert result.returncode != 0
+        assert f"unknown key '{key.split('=')[0]}'" in result.stdout + result.stderr
+    run(["git", "checkout", "--", "params.yaml"], cwd=clone)
+
+
+def test_experiment_changes_tile_count_without_reingesting(clone: Path) -> None:
+    before = yaml.safe_load((clone / "data/metrics/tile.json").read_text())["tiles_written"]
+    result = run(["dvc", "exp", "run", "-S", "tile.size=512", "--name", "t512"], cwd=clone)
+    assert "Running stage 'ingest'" not in result.stdout
+    assert "Running stage 'tile'" in result.stdout
+    after = yaml.safe_load((clone / "data/metrics/tile.json").read_text())["tiles_written"]
+    assert before > after > 0
+    show = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=clone).stdout
+    assert "t512" in show
+    diff = run(["dvc", "metrics", "diff", "HEAD"], cwd=clone).stdout
+    assert "tiles_written" in diff
+
+
+def test_queued_experiments_run(clone: Path) -> None:
+    for size in (128, 384):
+        run(
+            ["dvc", "exp", "run", "--queue", "-S", f"tile.size={size}", "--name", f"q{size}"],
+            cwd=clone,
+        )
+    run(["dvc", "queue", "start", "--jobs", "1"], cwd=clone)
+    run(["dvc", "queue", "logs", "q128"], cwd=clone, check=False)
+    deadline_runs = 0
+    while deadline_runs < 120:
+        status = run(["dvc", "queue", "status"], cwd=clone).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        deadline_runs += 1
+        subprocess.run(["sleep", "1"], check=True)
+    assert status.count("Success") >= 2, status
+    show = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=clone).stdout
+    assert "q128" in show and "q384" in show
