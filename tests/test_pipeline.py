@@ -106,10 +106,21 @@ def test_two_runs_in_separate_dirs_are_byte_identical(clone: Path, tmp_path: Pat
 
 
 def test_param_typo_fails_with_the_key_named(clone: Path) -> None:
-    for key in ("tile.sise=512", "tiles.size=512"):
-        result = run(["dvc", "exp", "run", "-S", key], cwd=clone, check=False)
+    # DVC itself refuses to override a key that does not exist ...
+    result = run(["dvc", "exp", "run", "-S", "tile.sise=512"], cwd=clone, check=False)
+    assert result.returncode != 0 and "tile.sise" in result.stderr
+    # ... but appending one (+key) or a typo typed into params.yaml reaches our validation,
+    # including a misspelt section that no stage but check_params depends on.
+    for key, named in (("tile.sise", "tile.sise"), ("tiles.size", "tiles")):
+        result = run(["dvc", "exp", "run", "-S", f"+{key}=512"], cwd=clone, check=False)
         assert result.returncode != 0
-        assert f"unknown key '{key.split('=')[0]}'" in result.stdout + result.stderr
+        assert f"unknown key '{named}'" in result.stdout + result.stderr
+        run(["git", "checkout", "--", "params.yaml"], cwd=clone)
+    text = (clone / "params.yaml").read_text()
+    (clone / "params.yaml").write_text(text.replace("  size: 256", "  sise: 256"))
+    result = run(["dvc", "repro"], cwd=clone, check=False)
+    assert result.returncode != 0
+    assert "unknown key 'tile.sise'" in result.stdout + result.stderr
     run(["git", "checkout", "--", "params.yaml"], cwd=clone)
 
 
