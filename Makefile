@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install pipeline test lint
+.PHONY: install pipeline test lint serve
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -22,3 +22,6 @@ lint: install
 
 test: lint
 	python -m pytest
+
+serve: install
+	SATPIPE_REPO=. uvicorn serve.app:create_app --factory --host 127.0.0.1 --port 8000

@@ -1,0 +1,83 @@
+"""The app factory: ``create_app(settings)`` builds the FastAPI app; nothing is built at import.
+
+Run it with ``uvicorn serve.app:create_app --factory --host 127.0.0.1 --port 8000``; uvicorn
+calls :func:`create_app` without arguments, so settings come from ``SATPIPE_*`` variables. The
+lifespan loads and verifies the pinned model once; routes share it read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio.to_thread import run_sync
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+import satpipe
+from satpipe import logs
+from serve import errors, routes
+from serve.metrics import Metrics, MetricsMiddleware
+from serve.service import Service
+from serve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Classifies satellite tiles with exactly the model `dvc.lock` pins.
+
+Every answer names the model (`model_version`, `model_md5`). Errors are `{"detail": "..."}`
+with 400 (refused tile path), 401 (API key), 404 (no such tile), 413 (body too large),
+415 (not a TIFF), 422 (tile unlike the training tiles, unreadable, or invalid request) and
+503 (no verified pinned model; the detail says what is missing and how to get it)."""
+
+
+def _configure_logging(settings: Settings) -> None:
+    # Configure only when nobody has (uvicorn configures its own loggers, not the root; a test
+    # runner's capture handlers must not be replaced).
+    if not logging.getLogger().handlers:
+        logs.configure("serve", getattr(logging, settings.log_level))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service for ``settings`` (default: :meth:`Settings.from_env`)."""
+    settings = settings if settings is not None else Settings.from_env()
+    _configure_logging(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await run_sync(Service.load, settings)
+        app.state.service = service
+        if service.loaded is not None:
+            loaded = service.loaded
+            metrics.model.labels(loaded.model.version, loaded.md5, loaded.origin).set(1)
+            metrics.ready.set(1)
+            logs.set_model(loaded.model.version)
+        yield
+
+    app = FastAPI(
+        title="satpipe inference",
+        version=satpipe.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        max_body_size=settings.max_json_bytes,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.versions = routes.versions()
+    errors.install(app)
+    # The API key check is installed only when a key is set: no per-request cost otherwise.
+    auth = [Depends(routes.require_api_key)] if settings.api_key is not None else []
+    app.include_router(routes.health)
+    app.include_router(routes.inference, dependencies=auth)
+    app.include_router(routes.uploads, dependencies=auth, max_body_size=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", routes.API_KEY_HEADER],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

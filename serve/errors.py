@@ -1,0 +1,95 @@
+"""Errors of the service, and the one table that turns every known error into an HTTP status.
+
+Routes raise domain errors (:mod:`satpipe.errors` classes, or the few service-specific ones
+below, which share the same root) and never build HTTP errors themselves. :func:`install` adds
+one exception handler for :class:`~satpipe.errors.SatpipeError`; it looks the exception's class
+(most specific first) up in :data:`STATUS` and answers ``{"detail": str(exc)}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+
+from satpipe.errors import (
+    LockfileError,
+    ModelError,
+    NotGeoTIFFError,
+    RasterReadError,
+    SatpipeError,
+    SceneError,
+    TileError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SettingsError(SatpipeError, ValueError):
+    """A ``SATPIPE_*`` environment variable is unknown or has an invalid value."""
+
+
+class TilePathError(SatpipeError, ValueError):
+    """A requested tile path is refused: absolute, traversal, encoded, or outside the tiles."""
+
+
+class TileNotFoundError(SatpipeError, FileNotFoundError):
+    """A requested tile path is acceptable but no such tile file exists."""
+
+
+class NotReadyError(SatpipeError):
+    """The service has no verified pinned model to serve (the reason is the message)."""
+
+
+class AuthError(SatpipeError, PermissionError):
+    """The API key is missing or wrong."""
+
+
+# The one table. Lookup walks the exception's MRO, so the most specific class listed wins.
+STATUS: dict[type[SatpipeError], int] = {
+    AuthError: 401,
+    TilePathError: 400,
+    TileNotFoundError: 404,
+    NotGeoTIFFError: 415,
+    RasterReadError: 422,
+    TileError: 422,
+    SceneError: 422,
+    NotReadyError: 503,
+    LockfileError: 503,
+    ModelError: 503,
+    SatpipeError: 500,
+}
+
+
+def status_for(exc: SatpipeError) -> int:
+    """The HTTP status :data:`STATUS` gives to ``exc``."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+async def _satpipe_error(request: Request, exc: Exception) -> Response:
+    status = status_for(exc)  # type: ignore[arg-type] - registered for SatpipeError only
+    if status == 500:  # a known error class the table does not map: worth a log line
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    headers = {"WWW-Authenticate": "APIKey"} if status == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 413:
+        limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
+        detail = "request body too large" + (f": the limit is {limit} bytes" if limit else "")
+        return JSONResponse({"detail": detail}, status_code=413)
+    return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+
+
+def install(app: FastAPI) -> None:
+    """Install the handlers: every :class:`SatpipeError` through :data:`STATUS`."""
+    app.add_exception_handler(SatpipeError, _satpipe_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

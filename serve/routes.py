@@ -1,0 +1,220 @@
+"""The routes: each reads its body, asks the service, and returns a schema.
+
+Failures are domain errors raised by the service and turned into statuses by :mod:`serve.errors`.
+
+Speed: routes and dependencies are ``async`` (FastAPI runs a sync route in the thread pool and
+then hops again to validate its response, and each sync dependency costs a hop too). Classifying
+one default tile is ~1-2 ms of work that holds the GIL almost throughout (GDAL open and decode),
+so a thread cannot run it in parallel with the event loop; it only adds the hop and GIL hand-offs.
+Measured with ``benchmarks/load_serve.py``, running it inline gave more requests/s and a tighter
+p99. Work that is not small (file or pixels over :data:`INLINE_MAX_BYTES`, batches) goes to the
+thread pool so the loop keeps answering health checks meanwhile.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.metadata
+import platform
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+import rasterio
+from anyio.to_thread import run_sync
+from fastapi import APIRouter, Depends, File, Request, Security, UploadFile
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import satpipe
+from satpipe.errors import SatpipeError
+from satpipe.model import CLASSES
+from serve.errors import AuthError, NotReadyError, status_for
+from serve.metrics import Metrics
+from serve.schemas import (
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    InferRequest,
+    InferResult,
+    Liveness,
+    ModelInfo,
+    Readiness,
+)
+from serve.service import LoadedModel, Service
+
+API_KEY_HEADER = "X-API-Key"
+# Tiles whose file and pixels fit in this are classified on the event loop (module docstring).
+INLINE_MAX_BYTES = 4 * 1024 * 1024
+_api_key = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="required on /infer, /infer/upload, /infer/batch and /model when SATPIPE_API_KEY "
+    "is set",
+)
+
+
+@dataclass(frozen=True)
+class Ready:
+    """What a route that classifies needs: the service, its verified model, the metrics."""
+
+    service: Service
+    loaded: LoadedModel
+    metrics: Metrics
+
+
+async def get_ready(request: Request) -> Ready:
+    """The service and its verified pinned model (503 through :class:`NotReadyError`)."""
+    service: Service = request.app.state.service
+    return Ready(service, service.require_ready(), request.app.state.metrics)
+
+
+# One dependency per route keeps FastAPI's per-request dependency solving short.
+ReadyDep = Annotated[Ready, Depends(get_ready)]
+
+
+async def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key)]) -> None:
+    """Check the API key header against ``SATPIPE_API_KEY`` (installed only when it is set)."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise AuthError(f"missing or wrong API key in the {API_KEY_HEADER} header")
+
+
+def _small(file_bytes: int, loaded: LoadedModel) -> bool:
+    """Whether classifying one tile is small enough to run on the event loop."""
+    return max(file_bytes, loaded.expectations.max_pixel_bytes) <= INLINE_MAX_BYTES
+
+
+def _errors(*codes: int) -> dict[int | str, dict]:
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+health = APIRouter(tags=["health"])
+inference = APIRouter(tags=["inference"])
+uploads = APIRouter(tags=["inference"])
+
+
+@health.get("/health/live")
+async def live() -> Liveness:
+    """The process is up (no check of the model)."""
+    return Liveness()
+
+
+@health.get("/health/ready", responses=_errors(503))
+async def ready(ctx: ReadyDep) -> Readiness:
+    """Ready when the pinned model is loaded and its md5 equals the lock's; 503 with why."""
+    m = ctx.loaded
+    return Readiness(model_version=m.model.version, model_md5=m.md5, origin=m.origin)
+
+
+@health.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: requests, latencies, predictions, the loaded model."""
+    metrics: Metrics = request.app.state.metrics
+    try:
+        request.app.state.service.require_ready()
+    except NotReadyError:
+        metrics.ready.set(0)
+    else:
+        metrics.ready.set(1)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@inference.post("/infer", responses=_errors(400, 401, 404, 415, 422, 503))
+async def infer(body: InferRequest, ctx: ReadyDep) -> InferResult:
+    """Classify a tile of the tiles directory, given its path relative to that directory."""
+    tile = ctx.service.resolve(body.tile_path)
+    if _small(tile.size, ctx.loaded):
+        result = ctx.service.classify(tile, ctx.loaded)
+    else:
+        result = await run_sync(ctx.service.classify, tile, ctx.loaded)
+    ctx.metrics.predictions.labels(result.prediction, result.model_version).inc()
+    return result
+
+
+def _batch(service: Service, paths: list[str], loaded: LoadedModel) -> list[BatchItem]:
+    items = []
+    for raw in paths:
+        try:
+            result = service.infer_path(raw, loaded)
+        except SatpipeError as exc:
+            items.append(BatchItem(tile_path=raw, status=status_for(exc), detail=str(exc)))
+        else:
+            items.append(BatchItem(tile_path=raw, status=200, result=result))
+    return items
+
+
+@inference.post("/infer/batch", responses=_errors(401, 413, 503))
+async def infer_batch(body: BatchRequest, ctx: ReadyDep) -> BatchResponse:
+    """Classify a list of tile paths; one result or one error (status, detail) per item."""
+    loaded = ctx.loaded
+    items = await run_sync(_batch, ctx.service, body.tile_paths, loaded)
+    for item in items:
+        if item.result is not None:
+            ctx.metrics.predictions.labels(item.result.prediction, loaded.model.version).inc()
+    ok = sum(item.result is not None for item in items)
+    return BatchResponse(
+        model_version=loaded.model.version,
+        model_md5=loaded.md5,
+        succeeded=ok,
+        failed=len(items) - ok,
+        results=items,
+    )
+
+
+@uploads.post("/infer/upload", responses=_errors(401, 413, 415, 422, 503))
+async def infer_upload(
+    file: Annotated[UploadFile, File(description="a GeoTIFF tile like the training tiles")],
+    ctx: ReadyDep,
+) -> InferResult:
+    """Classify an uploaded GeoTIFF tile (multipart field ``file``)."""
+    data = await file.read()
+    name = file.filename or "tile"
+    if _small(len(data), ctx.loaded):
+        result = ctx.service.infer_upload(data, name, ctx.loaded)
+    else:
+        result = await run_sync(ctx.service.infer_upload, data, name, ctx.loaded)
+    ctx.metrics.predictions.labels(result.prediction, result.model_version).inc()
+    return result
+
+
+def versions() -> dict[str, str]:
+    """Versions of the service and of the libraries that decide its answers."""
+    return {
+        "service": satpipe.__version__,
+        "python": platform.python_version(),
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "proj": rasterio.__proj_version__,
+        "numpy": np.__version__,
+        "fastapi": importlib.metadata.version("fastapi"),
+        "dvc": importlib.metadata.version("dvc"),
+    }
+
+
+@inference.get("/model", responses=_errors(401, 503))
+async def model_info(request: Request, ctx: ReadyDep) -> ModelInfo:
+    """The served model, its entry in dvc.lock, its params and reference statistics."""
+    loaded = ctx.loaded
+    m, pin = loaded.model, loaded.pin
+    return ModelInfo(
+        model_version=m.version,
+        model_md5=loaded.md5,
+        origin=loaded.origin,
+        rev=ctx.service.settings.rev,
+        lock_file=pin.source,
+        lock_entry=pin.train.entry,
+        training_params=pin.train_params,
+        tile_params=pin.tile_params,
+        threshold=m.threshold,
+        classes=list(CLASSES),
+        feature=m.feature,
+        reference=m.reference,
+        training=m.training,
+        upload_expectations=loaded.expectations.to_dict(),
+        versions=request.app.state.versions,
+    )

@@ -1,0 +1,126 @@
+"""Request and response bodies of the service (pydantic models, shown in ``/docs``).
+
+Bounds are ``(left, bottom, right, top)`` in ``crs``; a window is the tile's position in its
+scene, in pixels. Every result names the model that produced it (``model_version``, ``model_md5``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_BATCH = 256
+
+TilePath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        description="path of a tile file relative to the tiles directory, e.g. r000000_c000256.tif",
+        examples=["r000000_c000256.tif"],
+    ),
+]
+
+
+class InferRequest(BaseModel):
+    """``POST /infer``: classify a tile of the pipeline's tiles directory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_path: TilePath
+
+
+class BatchRequest(BaseModel):
+    """``POST /infer/batch``: classify several tiles; one result or one error per item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_paths: list[TilePath] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Window(BaseModel):
+    """A tile's pixel window in its scene."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+
+
+class InferResult(BaseModel):
+    """The model's answer for one tile, with where the tile is and which model answered."""
+
+    tile_id: str | None = Field(description="id from the tile index; null for an upload")
+    tile_path: str | None = Field(description="the requested path; null for an upload")
+    in_index: bool = Field(description="the tile is listed in the tile index")
+    window: Window | None = Field(description="pixel window in the scene, when known")
+    bounds: tuple[float, float, float, float] | None = Field(
+        description="(left, bottom, right, top) in crs, when known"
+    )
+    crs: str | None
+    prediction: Literal["dark", "bright"]
+    mean_intensity: float
+    valid_fraction: float
+    model_version: str
+    model_md5: str
+
+
+class BatchItem(BaseModel):
+    """One item of a batch: a result, or the status and detail of its error."""
+
+    tile_path: str
+    status: int = Field(description="the HTTP status this item alone would have had")
+    result: InferResult | None = None
+    detail: str | None = None
+
+
+class BatchResponse(BaseModel):
+    """All items of a batch, in request order."""
+
+    model_version: str
+    model_md5: str
+    succeeded: int
+    failed: int
+    results: list[BatchItem]
+
+
+class Liveness(BaseModel):
+    """``GET /health/live``: the process answers."""
+
+    status: Literal["alive"] = "alive"
+
+
+class Readiness(BaseModel):
+    """``GET /health/ready``: the pinned model is loaded and verified."""
+
+    status: Literal["ready"] = "ready"
+    model_version: str
+    model_md5: str
+    origin: str = Field(description="where the verified model bytes came from")
+
+
+class ModelInfo(BaseModel):
+    """``GET /model``: the served model, its pin in ``dvc.lock`` and the software versions."""
+
+    model_version: str
+    model_md5: str
+    origin: str
+    rev: str | None = Field(description="git revision the pin was read at; null = workspace")
+    lock_file: str
+    lock_entry: dict[str, Any] = Field(description="the train stage's entry in dvc.lock")
+    training_params: dict[str, Any] = Field(description="params the train stage ran with")
+    tile_params: dict[str, Any] = Field(description="params the tile stage ran with")
+    threshold: float
+    classes: list[str]
+    feature: dict[str, Any]
+    reference: dict[str, Any] = Field(description="training reference statistics (drift)")
+    training: dict[str, Any] = Field(description="training provenance recorded in the model")
+    upload_expectations: dict[str, Any]
+    versions: dict[str, str]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: one line saying what was wrong and what was expected."""
+
+    detail: str

@@ -1,0 +1,232 @@
+"""Fixtures for the REST service tests: a real pipeline run, app clients, a live server.
+
+``pipeline_repo`` (session) copies the pipeline code into a temporary git repository, makes the
+scene small and the tiles small (700x600, ``tile.size`` 64: odd sizes, partial edge tiles
+skipped), runs ``dvc repro``, commits and tags ``v1``, then changes ``train.fraction``, runs it
+again and commits ``v2``: the workspace is ``v2``, and ``v1`` is a revision whose model differs.
+Tests that change files get their own copy (``repo_copy``). Nothing here reads or writes the
+project's own ``data/``.
+
+Import what a module needs explicitly: ``from tests.serve_fixtures import pipeline_repo  # noqa``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from affine import Affine
+from fastapi.testclient import TestClient
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+
+from serve.app import create_app
+from serve.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
+PIPELINE_DIRS = ("stages", "satpipe")
+SMALL = {"ingest": {"width": 700, "height": 600}, "tile": {"size": 64}}
+TILE = 64
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.invalid",
+        DVC_NO_ANALYTICS="1",
+    )
+    env.pop("PYTHONPATH", None)
+    for key in [k for k in env if k.startswith("SATPIPE_")]:
+        env.pop(key)
+    return env
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    """Run a command in ``cwd``; fail the test with its output if it fails."""
+    done = subprocess.run(
+        cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def set_params(repo: Path, changes: dict[str, dict[str, Any]]) -> None:
+    """Change ``params.yaml`` keys of ``repo`` (section -> key -> value)."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# Each test module imports the fixture, which makes pytest register it once per module; this
+# cache makes the session-scoped build happen once per session all the same.
+_BUILT: dict[Path, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small pipeline run through DVC: tag ``v1``, then ``v2`` with another model."""
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    base = tmp_path_factory.getbasetemp()
+    if base not in _BUILT:
+        _BUILT[base] = _build_pipeline(tmp_path_factory.mktemp("serve") / "repo")
+    return _BUILT[base]
+
+
+def _build_pipeline(repo: Path) -> Path:
+    repo.mkdir()
+    for name in PIPELINE_FILES:
+        shutil.copy2(REPO / name, repo / name)
+    for name in PIPELINE_DIRS:
+        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    run(["git", "init", "--quiet"], repo)
+    run(["dvc", "init", "--quiet"], repo)
+    run(["dvc", "config", "core.analytics", "false"], repo)
+    set_params(repo, SMALL)
+    run(["dvc", "repro", "--quiet"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "--quiet", "-m", "v1"], repo)
+    run(["git", "tag", "v1"], repo)
+    set_params(repo, {"train": {"fraction": 0.7}})
+    run(["dvc", "repro", "--quiet"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "--quiet", "-m", "v2"], repo)
+    return repo
+
+
+@pytest.fixture
+def repo_copy(pipeline_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the pipeline repository (git, DVC cache and outputs) to change."""
+    dest = tmp_path / "repo"
+    shutil.copytree(pipeline_repo, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., TestClient]]:
+    """Factory: ``make_client(repo, **settings)`` -> a started ``TestClient`` (lifespan ran)."""
+    with contextlib.ExitStack() as stack:
+
+        def make(repo: Path, **settings: Any) -> TestClient:
+            app = create_app(Settings(repo=repo, **settings))
+            return stack.enter_context(TestClient(app))
+
+        yield make
+
+
+@pytest.fixture(scope="module")
+def client(pipeline_repo: Path) -> Iterator[TestClient]:
+    """A client of the service on the pipeline repository (read-only use)."""
+    with TestClient(create_app(Settings(repo=pipeline_repo))) as started:
+        yield started
+
+
+def tile_bytes(
+    *,
+    width: int = TILE,
+    height: int = TILE,
+    count: int = 4,
+    dtype: str = "uint16",
+    crs: str | None = "EPSG:32633",
+    nodata: float | None = 0,
+    fill: float | None = None,
+    **creation: Any,
+) -> bytes:
+    """A GeoTIFF tile in memory: a deterministic valid pattern (or ``fill``) per band.
+
+    ``creation`` holds GDAL creation options (``compress``, ``BIGTIFF``...).
+    """
+    if fill is None:
+        base = np.arange(height * width, dtype=np.int64).reshape(height, width)
+        data = np.stack([(base * (b + 1)) % 997 + 1 for b in range(count)]).astype(dtype)
+    else:
+        data = np.full((count, height, width), fill, dtype=dtype)
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "transform": Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5900040.0),
+        **creation,
+    }
+    if crs is not None:
+        profile["crs"] = CRS.from_user_input(crs)
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.Env(), MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(data)
+        return mem.read()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(base: str, server: subprocess.Popen, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            return False
+        try:
+            if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.1)
+    return False
+
+
+def _stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def live_server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Real uvicorn (one process) on 127.0.0.1 serving the pipeline repository; its base URL."""
+    env = dict(_env(), SATPIPE_REPO=str(pipeline_repo))
+    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
+    for _ in range(3):  # a free port may be taken between picking and binding: retry
+        port = _free_port()
+        cmd = [sys.executable, "-m", "uvicorn", "serve.app:create_app", "--factory"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        with log.open("w") as sink:
+            server = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=sink)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            if _wait_ready(base, server):
+                yield base
+                return
+        finally:
+            _stop(server)
+    pytest.fail(f"uvicorn did not become ready on 127.0.0.1:\n{log.read_text()}")
