@@ -10,16 +10,17 @@ exceeds the allowed one.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import SatpipeError, TileError
 from satpipe.features import tile_features
 from satpipe.files import sha256_bytes
@@ -89,25 +90,22 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def batch_predict(
-    index: dict[str, Any],
-    tiles_dir: Path,
-    model: Model,
-    workers: int | None = None,
-    progress: bool = False,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[float]]:
-    """Classify every tile of ``index`` (with a progress bar on stderr if ``progress``).
+def predict_tiles(
+    tiles_dir: Path, model: Model, tiles: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], float]]:
+    """Classify a chunk of tile-index entries; one ``(record, latency)`` per tile, in order.
 
-    Returns:
-        Per-tile records (index order), failures (id, path, error), and per-tile latencies (s).
+    A tile that cannot be classified gives ``({"id", "path", "error"}, 0.0)`` instead of raising.
+    Module-level so that it can run in a worker process or on a Dask worker.
     """
-
-    def one(tile: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    out = []
+    for tile in tiles:
         start = time.perf_counter()
         try:
             pred = predict_file(tiles_dir / tile["file"], model, tile["sha256"])
         except (SatpipeError, OSError) as exc:
-            return {"id": tile["id"], "path": tile["file"], "error": str(exc)}, 0.0
+            out.append(({"id": tile["id"], "path": tile["file"], "error": str(exc)}, 0.0))
+            continue
         record = {
             "id": tile["id"],
             "path": tile["file"],
@@ -117,27 +115,53 @@ def batch_predict(
             "mean_intensity": pred.mean_intensity,
             "model_version": pred.model_version,
         }
-        return record, time.perf_counter() - start
+        out.append((record, time.perf_counter() - start))
+    return out
 
-    n = workers or min(os.cpu_count() or 1, 4)
+
+def batch_predict(
+    index: dict[str, Any],
+    tiles_dir: Path,
+    model: Model,
+    engine: Engine | None = None,
+    progress: bool = False,
+    chunk: int = 32,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[float]]:
+    """Classify every tile of ``index``, ``chunk`` tiles per engine task.
+
+    Args:
+        index: the tile index.
+        tiles_dir: the directory its ``file`` entries are relative to.
+        model: the model.
+        engine: where chunks run (default: inline, in this process).
+        progress: show a progress bar on stderr.
+        chunk: tiles per task.
+
+    Returns:
+        Per-tile records (index order), failures (id, path, error), and per-tile latencies (s).
+    """
+    tiles = index["tiles"]
+    chunks = [tiles[i : i + chunk] for i in range(0, len(tiles), chunk)]
     records, failures, latencies = [], [], []
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        results = pool.map(one, index["tiles"])
-        bar = tqdm(
-            results, total=len(index["tiles"]), unit="tile", desc="infer", disable=not progress
+    with ExitStack() as stack:
+        engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
+        bar = stack.enter_context(
+            tqdm(total=len(tiles), unit="tile", desc="infer", disable=not progress)
         )
-        for record, latency in bar:
-            if "error" in record:
-                log.warning(
-                    "tile %s failed: %s",
-                    record["id"],
-                    record["error"],
-                    extra={"tile": record["id"]},
-                )
-                failures.append(record)
-            else:
-                records.append(record)
-                latencies.append(latency)
+        for results in engine.map(partial(predict_tiles, tiles_dir, model), chunks):
+            bar.update(len(results))
+            for record, latency in results:
+                if "error" in record:
+                    log.warning(
+                        "tile %s failed: %s",
+                        record["id"],
+                        record["error"],
+                        extra={"tile": record["id"]},
+                    )
+                    failures.append(record)
+                else:
+                    records.append(record)
+                    latencies.append(latency)
     return records, failures, latencies
 
 

@@ -160,6 +160,14 @@ class HealthParams(_Section):
         return self
 
 
+class EngineParams(_Section):
+    """``engine``: where tile and batch_infer work runs (not a DVC param: outputs don't change)."""
+
+    name: Literal["local", "dask"] = "local"
+    workers: int | None = Field(None, ge=1, le=4096)
+    address: str | None = None
+
+
 class Params(_Section):
     """The whole ``params.yaml``."""
 
@@ -169,6 +177,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     batch_infer: BatchInferParams = BatchInferParams()
     health: HealthParams = HealthParams()
+    engine: EngineParams = EngineParams()
 
 
 def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:

@@ -11,20 +11,19 @@ skipped.
 
 Each tile is a GeoTIFF carrying the scene's CRS and the transform of its window, named from its
 offsets (``r{row_off:06d}_c{col_off:06d}.tif``). The scene is read with windowed reads only, in
-row order, in bands of whole internal blocks so that each block is decoded about once; bands are
-processed by a small thread pool (GDAL releases the GIL while decoding and encoding), and results
-are assembled in grid order, so the output does not depend on the number of workers.
+row order, in bands of whole internal blocks so that each block is decoded about once; each band
+is a task for a :mod:`satpipe.engine` (inline, a process pool, or Dask), and results are
+assembled in grid order, so the output does not depend on the engine or the number of workers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from rasterio import windows
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec, tile_features
 from satpipe.files import sha256_bytes
@@ -106,68 +106,58 @@ def plan_jobs(
     return jobs, skipped_partial
 
 
-class _Worker:
-    """Processes jobs; each job opens its own dataset handle (rasterio handles are per thread)."""
+@dataclass(frozen=True)
+class TileContext:
+    """What every tiling task needs besides its job (picklable, sent to each worker)."""
 
-    def __init__(
-        self,
-        scene: Path,
-        out_dir: Path,
-        profile: dict[str, Any],
-        nodata: float | None,
-        spec: FeatureSpec,
-        max_nodata: float,
-    ):
-        self.scene, self.out_dir, self.profile = scene, out_dir, profile
-        self.nodata, self.spec, self.max_nodata = nodata, spec, max_nodata
-
-    def run(self, job: TileJob) -> tuple[list[dict[str, Any]], Counter]:
-        with open_scene(self.scene) as src:
-            data = read_window(src, Window(0, job.row_off, src.width, job.rows))
-            scene_transform = src.transform
-        entries, skipped = [], Counter()
-        for win in job.windows:
-            r0 = win.row_off - job.row_off
-            tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
-            feats = tile_features(tile, self.nodata, self.spec)
-            if feats.mean_intensity is None:
-                skipped["empty"] += 1
-                continue
-            if 1.0 - feats.valid_fraction > self.max_nodata:
-                skipped["nodata"] += 1
-                continue
-            transform = windows.transform(win, scene_transform)
-            blob = encode_tile(np.ascontiguousarray(tile), transform, self.profile)
-            tid = tile_id(win.row_off, win.col_off)
-            (self.out_dir / f"{tid}.tif").write_bytes(blob)
-            entries.append(
-                {
-                    "id": tid,
-                    "file": f"{tid}.tif",
-                    "window": {
-                        "col_off": win.col_off,
-                        "row_off": win.row_off,
-                        "width": win.width,
-                        "height": win.height,
-                    },
-                    "bounds": list(windows.bounds(win, scene_transform)),
-                    "sha256": sha256_bytes(blob),
-                    "valid_fraction": feats.valid_fraction,
-                    "mean_intensity": feats.mean_intensity,
-                }
-            )
-        return entries, skipped
+    scene: Path
+    out_dir: Path
+    profile: dict[str, Any]
+    nodata: float | None
+    spec: FeatureSpec
+    max_nodata: float
 
 
-def _bounded_map(pool: ThreadPoolExecutor, fn: Any, jobs: list[TileJob], ahead: int) -> Iterator:
-    """Like ``pool.map`` but with at most ``ahead`` jobs in flight (bounded memory)."""
-    pending = []
-    for job in jobs:
-        pending.append(pool.submit(fn, job))
-        if len(pending) >= ahead:
-            yield pending.pop(0).result()
-    for fut in pending:
-        yield fut.result()
+def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Counter]:
+    """Read one band of rows, write its tiles, and return their index entries and skip counts.
+
+    Each call opens its own dataset handle, so it can run in any thread or process.
+    """
+    with open_scene(ctx.scene) as src:
+        data = read_window(src, Window(0, job.row_off, src.width, job.rows))
+        scene_transform = src.transform
+    entries, skipped = [], Counter()
+    for win in job.windows:
+        r0 = win.row_off - job.row_off
+        tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
+        feats = tile_features(tile, ctx.nodata, ctx.spec)
+        if feats.mean_intensity is None:
+            skipped["empty"] += 1
+            continue
+        if 1.0 - feats.valid_fraction > ctx.max_nodata:
+            skipped["nodata"] += 1
+            continue
+        transform = windows.transform(win, scene_transform)
+        blob = encode_tile(np.ascontiguousarray(tile), transform, ctx.profile)
+        tid = tile_id(win.row_off, win.col_off)
+        (ctx.out_dir / f"{tid}.tif").write_bytes(blob)
+        entries.append(
+            {
+                "id": tid,
+                "file": f"{tid}.tif",
+                "window": {
+                    "col_off": win.col_off,
+                    "row_off": win.row_off,
+                    "width": win.width,
+                    "height": win.height,
+                },
+                "bounds": list(windows.bounds(win, scene_transform)),
+                "sha256": sha256_bytes(blob),
+                "valid_fraction": feats.valid_fraction,
+                "mean_intensity": feats.mean_intensity,
+            }
+        )
+    return entries, skipped
 
 
 def cut_tiles(
@@ -181,7 +171,7 @@ def cut_tiles(
     max_nodata_fraction: float,
     compress: str,
     spec: FeatureSpec,
-    workers: int | None = None,
+    engine: Engine | None = None,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Cut ``scene`` into tile files in ``out_dir``.
@@ -196,7 +186,7 @@ def cut_tiles(
         max_nodata_fraction: skip tiles whose nodata fraction is above this.
         compress: tile compression (zstd, deflate, lzw, none).
         spec: the feature definition used for the per-tile feature.
-        workers: threads (default: the CPU count, at most 4).
+        engine: where the row bands are processed (default: inline, in this process).
         progress: show a progress bar (tile rows) on stderr.
 
     Returns:
@@ -220,12 +210,12 @@ def cut_tiles(
         crs = src.crs
     jobs, skipped_partial = plan_jobs(width, height, size, stride, keep_partial, block_height)
     profile = tile_profile(count, meta["dtypes"][0], size, crs, nodata, compress)
-    worker = _Worker(scene, out_dir, profile, nodata, spec, max_nodata_fraction)
-    n = workers or min(os.cpu_count() or 1, 4)
+    ctx = TileContext(scene, out_dir, profile, nodata, spec, max_nodata_fraction)
     entries: list[dict[str, Any]] = []
     skipped = Counter({"partial": skipped_partial, "nodata": 0, "empty": 0})
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        results = _bounded_map(pool, worker.run, jobs, 2 * n)
+    with ExitStack() as stack:
+        engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
+        results = engine.map(partial(run_job, ctx), jobs)
         bar = tqdm(results, total=len(jobs), unit="row", desc="tile", disable=not progress)
         for job_entries, job_skipped in bar:
             entries.extend(job_entries)

@@ -13,13 +13,16 @@ import sys
 from collections.abc import Callable
 
 from satpipe import logs
+from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import SatpipeError
+from satpipe.params import EngineParams
 
 log = logging.getLogger(__name__)
 
 # GDAL's block cache defaults to 5% of RAM; every stage reads or writes each block about once, so
-# a large cache only inflates RSS (it held 650 MiB while writing an 8192x8192 scene).
-GDAL_CACHEMAX_MB = "64"
+# a large cache only inflates RSS (it held 650 MiB while writing an 8192x8192 scene), once per
+# worker process.
+GDAL_CACHEMAX_MB = "16"
 
 
 def parser(stage: str, doc: str | None) -> argparse.ArgumentParser:
@@ -42,3 +45,8 @@ def run(stage: str, main: Callable[[argparse.Namespace], None], args: argparse.N
         print("error: interrupted", file=sys.stderr)  # noqa: T201
         return 130
     return 0
+
+
+def engine(params: EngineParams) -> Engine:
+    """The engine ``params.yaml`` asks for (use it as a context manager)."""
+    return Engine(EngineSpec(params.name, params.workers, params.address))

@@ -32,15 +32,17 @@ log = logging.getLogger(__name__)
 
 def main(args: argparse.Namespace) -> None:
     """Classify all tiles; fail only if the failed fraction exceeds the param."""
-    bp = load_params(args.params).batch_infer
+    params = load_params(args.params)
+    bp = params.batch_infer
     model = model_lib.load(args.model)
     logs.set_model(model.version)
     index = load_index(args.index)
     model_md5, index_sha = md5_file(args.model), sha256_file(args.index)
     start = time.perf_counter()
-    records, failures, latencies = batch_predict(
-        index, Path(args.tiles_dir), model, progress=logs.show_progress()
-    )
+    with _cli.engine(params.engine) as engine:
+        records, failures, latencies = batch_predict(
+            index, Path(args.tiles_dir), model, engine=engine, progress=logs.show_progress()
+        )
     elapsed = time.perf_counter() - start
     total = len(index["tiles"])
     failed_fraction = len(failures) / total if total else 0.0

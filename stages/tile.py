@@ -37,7 +37,10 @@ def main(args: argparse.Namespace) -> None:
     out_dir = Path(args.tiles_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
+        _cli.engine(params.engine) as engine,
+    ):
         entries, skipped = cut_tiles(
             Path(args.scene),
             meta,
@@ -48,6 +51,7 @@ def main(args: argparse.Namespace) -> None:
             max_nodata_fraction=tp.max_nodata_fraction,
             compress=tp.compress,
             spec=spec,
+            engine=engine,
             progress=logs.show_progress(),
         )
         tiling = {

@@ -94,7 +94,6 @@ def test_valid_real_scene_ingests_and_tiles(real_file, tmp_path: Path, name: str
         max_nodata_fraction=params.max_nodata_fraction,
         compress=params.compress,
         spec=FeatureSpec(),
-        workers=2,
     )
 
     # Exact counts: every full grid position is either written or skipped for nodata/emptiness;

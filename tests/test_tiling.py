@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from rasterio import windows
 
+from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec
 from satpipe.scene import inspect_scene
@@ -134,10 +135,11 @@ def test_nodata_tiles_skipped_by_threshold(make_raster, tmp_path: Path) -> None:
     assert skipped["nodata"] == 2
 
 
-def test_output_independent_of_worker_count(make_raster, tmp_path: Path) -> None:
+def test_output_independent_of_engine(make_raster, tmp_path: Path) -> None:
     scene, meta = _scene(make_raster, count=2, width=211, height=157, tiled=True, blocksize=16)
-    one, _ = _cut(scene, meta, tmp_path / "one", stride=24, workers=1)
-    three, _ = _cut(scene, meta, tmp_path / "three", stride=24, workers=3)
+    one, _ = _cut(scene, meta, tmp_path / "one", stride=24)
+    with Engine(EngineSpec(workers=3)) as engine:
+        three, _ = _cut(scene, meta, tmp_path / "three", stride=24, engine=engine)
     assert one == three
     for entry in one:
         assert (tmp_path / "one" / entry["file"]).read_bytes() == (
