@@ -43,7 +43,7 @@ from satpipe.tiling import plan_jobs
 os.environ.setdefault("GDAL_CACHEMAX", "16")
 scene, meta_path, out, size, compress, workers = sys.argv[1:7]
 size, workers = int(size), int(workers)
-meta = read_json(meta_path); out = Path(out); out.mkdir()
+meta = read_json(meta_path)["scenes"][0]; out = Path(out); out.mkdir()
 with open_scene(scene) as src:
     jobs, _ = plan_jobs(src.width, src.height, size, size, False, src.block_shapes[0][0])
     profile = tile_profile(src.count, src.dtypes[0], size, src.crs, meta["nodata"], compress)
@@ -109,15 +109,15 @@ def bench(size: int, workdir: Path) -> None:
     py = sys.executable
     compress = params["tile"]["compress"]
     stages = [
-        ("ingest", [py, "-m", "stages.ingest", "scene.tif", "scene.json"]),
+        ("ingest", [py, "-m", "stages.ingest", "scenes", "scenes.json", "ingest.json"]),
         (
             "tile",
             [
                 py,
                 "-m",
                 "stages.tile",
-                "scene.tif",
-                "scene.json",
+                "scenes",
+                "scenes.json",
                 "tiles",
                 "index.json",
                 "tile_metrics.json",
@@ -140,12 +140,13 @@ def bench(size: int, workdir: Path) -> None:
         ("health", [py, "-m", "stages.health", "model.json", "predictions.json", "health.json"]),
     ]
     results = {name: run(cmd, workdir) for name, cmd in stages}
-    floor_args = ["scene.tif", "scene.json", "floor_tiles", str(params["tile"]["size"]), compress]
+    scene = f"scenes/synthetic-{params['ingest']['seed']}.tif"
+    floor_args = [scene, "scenes.json", "floor_tiles", str(params["tile"]["size"]), compress]
     floor1 = run([py, "-c", FLOOR, *floor_args, "1"], workdir)
     shutil.rmtree(workdir / "floor_tiles")
     floor = run([py, "-c", FLOOR, *floor_args, str(os.cpu_count() or 1)], workdir)
-    tiles = len(list((workdir / "tiles").iterdir()))
-    scene_mib = (workdir / "scene.tif").stat().st_size / 2**20
+    tiles = len(list((workdir / "tiles").rglob("*.tif")))
+    scene_mib = (workdir / scene).stat().st_size / 2**20
     print(
         f"\nscene {size}x{size}, 4-band uint16 deflate ({scene_mib:.0f} MiB on disk), "
         f"tile.size {params['tile']['size']}, {tiles} tiles, {os.cpu_count()} cores"

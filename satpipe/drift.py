@@ -3,8 +3,8 @@
 The reference is the training feature distribution stored in the model (101 quantiles, mean,
 standard deviation, class fractions). Against it, the inference features give:
 
-- the one-sample Kolmogorov-Smirnov statistic and p-value, against the reference CDF
-  interpolated linearly between the stored quantiles;
+- the Kolmogorov-Smirnov statistic against the reference CDF interpolated linearly between the
+  stored quantiles, with the two-sample p-value (the reference is itself a sample);
 - the population stability index, ``PSI = sum((a - e) * ln(a / e))`` over bins cut at the
   reference quantiles (so each bin expects ``e = 1 / bins``), with at most ``health.psi_bins``
   bins and at least about 10 compared tiles per bin (PSI is noise on sparser bins);
@@ -35,15 +35,22 @@ def _r(value: float) -> float:
 
 
 def ks_test(values: np.ndarray, reference: dict[str, Any]) -> tuple[float, float]:
-    """KS statistic and p-value of ``values`` against the reference quantile CDF."""
+    """KS statistic of ``values`` against the reference quantile CDF, and its p-value.
+
+    The reference CDF was itself estimated from ``reference["count"]`` training tiles, so the
+    p-value is that of the two-sample test: the Kolmogorov distribution at the effective size
+    ``n * m / (n + m)``. Treating the reference as exact (one-sample) understates the p-value
+    when the training set is small.
+    """
     levels = np.asarray(reference["quantile_levels"], dtype=np.float64)
     quantiles = np.asarray(reference["quantiles"], dtype=np.float64)
-
-    def cdf(x: np.ndarray) -> np.ndarray:
-        return np.interp(x, quantiles, levels, left=0.0, right=1.0)
-
-    result = stats.kstest(values, cdf)
-    return float(result.statistic), float(result.pvalue)
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n, m = x.size, int(reference["count"])
+    cdf = np.interp(x, quantiles, levels, left=0.0, right=1.0)
+    steps = np.arange(1, n + 1) / n
+    statistic = float(max(np.max(steps - cdf), np.max(cdf - (steps - 1.0 / n))))
+    effective = max(1, round(n * m / (n + m)))
+    return statistic, float(stats.kstwo.sf(statistic, effective))
 
 
 def psi_bins_for(n: int, max_bins: int) -> int:

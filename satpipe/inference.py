@@ -104,10 +104,17 @@ def predict_tiles(
         try:
             pred = predict_file(tiles_dir / tile["file"], model, tile["sha256"])
         except (SatpipeError, OSError) as exc:
-            out.append(({"id": tile["id"], "path": tile["file"], "error": str(exc)}, 0.0))
+            failure = {
+                "id": tile["id"],
+                "scene": tile.get("scene"),
+                "path": tile["file"],
+                "error": str(exc),
+            }
+            out.append((failure, 0.0))
             continue
         record = {
             "id": tile["id"],
+            "scene": tile.get("scene"),
             "path": tile["file"],
             "window": tile["window"],
             "bounds": tile["bounds"],
@@ -166,9 +173,15 @@ def batch_predict(
 
 
 def monitoring(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Prediction counts by class and feature statistics of a batch."""
-    counts = dict.fromkeys(CLASSES, 0)
-    for rec in records:
-        counts[rec["prediction"]] += 1
-    values = np.array([rec["mean_intensity"] for rec in records], dtype=np.float64)
-    return {"prediction_counts": counts, "feature": _summary(values)}
+    """Prediction counts by class and feature statistics of a batch, overall and per scene."""
+
+    def summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+        counts = dict.fromkeys(CLASSES, 0)
+        for rec in recs:
+            counts[rec["prediction"]] += 1
+        values = np.array([rec["mean_intensity"] for rec in recs], dtype=np.float64)
+        return {"prediction_counts": counts, "feature": _summary(values)}
+
+    scenes = sorted({rec["scene"] for rec in records if rec.get("scene") is not None})
+    per_scene = {sid: summary([r for r in records if r.get("scene") == sid]) for sid in scenes}
+    return {**summary(records), "per_scene": per_scene}

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from satpipe import synthetic
 from satpipe.download import download
-from satpipe.errors import ChecksumError, ParamsError, RasterReadError
+from satpipe.engine import Engine, EngineSpec
+from satpipe.errors import ChecksumError, ParamsError, RasterReadError, SatpipeError, SceneError
 from satpipe.files import atomic_path, write_json
-from satpipe.params import IngestParams
+from satpipe.params import IngestParams, SceneParams
 from satpipe.scene import inspect_scene
 
 log = logging.getLogger(__name__)
 
 
-def source_record(params: IngestParams) -> dict[str, Any]:
+def source_record(params: SceneParams) -> dict[str, Any]:
     """What identifies the scene's origin, with no absolute local path in it."""
     if params.source == "synthetic":
         return {
@@ -39,7 +42,7 @@ def source_record(params: IngestParams) -> dict[str, Any]:
     return {"kind": "http", "url": params.url}
 
 
-def _acquire(params: IngestParams, tmp: Path, root: Path) -> str:
+def _acquire(params: SceneParams, tmp: Path, root: Path, retries: int, timeout: float) -> str:
     """Put the scene's bytes at ``tmp``; return the name used in messages."""
     if params.source == "synthetic":
         synthetic.write_scene(tmp, width=params.width, height=params.height, seed=params.seed)
@@ -56,18 +59,28 @@ def _acquire(params: IngestParams, tmp: Path, root: Path) -> str:
         return str(params.path)
     if params.url is None or params.sha256 is None:  # IngestParams enforces both for http
         raise ParamsError("ingest.url and ingest.sha256 are required for source 'http'")
-    download(params.url, tmp, sha256=params.sha256, retries=params.retries, timeout=params.timeout)
+    download(params.url, tmp, sha256=params.sha256, retries=retries, timeout=timeout)
     return params.url
 
 
-def ingest(params: IngestParams, scene_out: Path, meta_out: Path, root: Path) -> dict[str, Any]:
+def ingest(
+    params: SceneParams,
+    scene_out: Path,
+    meta_out: Path,
+    root: Path,
+    *,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
     """Acquire, validate and write one scene and its metadata.
 
     Args:
-        params: the ``ingest`` section.
+        params: the scene (the ``ingest`` section, or one item of ``ingest.scenes``).
         scene_out: where the validated GeoTIFF goes.
         meta_out: where its metadata JSON goes.
-        root: the directory relative ``ingest.path`` values are resolved against.
+        root: the directory relative ``path`` values are resolved against.
+        retries: download retries (``ingest.retries``).
+        timeout: download socket timeout in seconds (``ingest.timeout``).
 
     Returns:
         The metadata written to ``meta_out``.
@@ -76,7 +89,9 @@ def ingest(params: IngestParams, scene_out: Path, meta_out: Path, root: Path) ->
         SatpipeError: any validation, download or checksum failure, naming the scene.
     """
     with atomic_path(scene_out, suffix=".tif") as tmp:
-        name = _acquire(params, tmp, root)
+        if isinstance(params, IngestParams):
+            retries, timeout = params.retries, params.timeout
+        name = _acquire(params, tmp, root, retries, timeout)
         meta = inspect_scene(
             tmp, nodata_override=params.nodata, acquisition_time=params.acquisition_time, name=name
         )
@@ -85,7 +100,7 @@ def ingest(params: IngestParams, scene_out: Path, meta_out: Path, root: Path) ->
                 f"{params.path}: sha256 is {meta['sha256']}; expected {params.sha256} "
                 "(ingest.sha256)"
             )
-        meta = {"source": source_record(params), **meta}
+        meta = {"id": params.scene_id, "role": params.role, "source": source_record(params), **meta}
         write_json(meta_out, meta)
     log.info(
         "ingested %s: %dx%d, %d bands %s, %s, acquired %s",
@@ -98,3 +113,65 @@ def ingest(params: IngestParams, scene_out: Path, meta_out: Path, root: Path) ->
         meta["acquisition_time"],
     )
     return meta
+
+
+@dataclass(frozen=True)
+class _SceneTask:
+    item: SceneParams
+    out_dir: Path
+    root: Path
+    retries: int
+    timeout: float
+    skip_invalid: bool
+
+
+def _ingest_task(task: _SceneTask) -> dict[str, Any]:
+    """Ingest one scene into ``out_dir``; a known failure names the scene (or is returned)."""
+    sid = task.item.scene_id
+    try:
+        return ingest(
+            task.item,
+            task.out_dir / f"{sid}.tif",
+            task.out_dir / f"{sid}.json",
+            task.root,
+            retries=task.retries,
+            timeout=task.timeout,
+        )
+    except SatpipeError as exc:
+        if task.skip_invalid:
+            return {"id": sid, "skipped": f"{type(exc).__name__}: {exc}"}
+        raise type(exc)(f"scene {sid!r}: {exc}") from exc
+
+
+def ingest_scenes(
+    params: IngestParams, out_dir: Path, root: Path, engine: Engine | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Ingest every scene of ``params`` into ``out_dir`` as ``<id>.tif`` and ``<id>.json``.
+
+    Scenes are validated in parallel on ``engine`` (one task per scene). Without
+    ``ingest.skip_invalid`` the first invalid scene, in list order, fails with its id named;
+    with it, each invalid scene is left out and listed in the metrics with its reason.
+
+    Returns:
+        The metadata of every ingested scene (in list order) and the ingest metrics.
+
+    Raises:
+        SatpipeError: a scene is invalid (and not skipped), or none is left.
+    """
+    tasks = [
+        _SceneTask(item, out_dir, root, params.retries, params.timeout, params.skip_invalid)
+        for item in params.scene_list()
+    ]
+    scenes, skipped = [], []
+    with ExitStack() as stack:
+        engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
+        for result in engine.map(_ingest_task, tasks):
+            if "skipped" in result:
+                log.warning("skipped scene %s: %s", result["id"], result["skipped"])
+                skipped.append({"id": result["id"], "reason": result["skipped"]})
+            else:
+                scenes.append(result)
+    if not scenes:
+        raise SceneError(f"no valid scene among {len(tasks)}: {skipped[0]['reason']}")
+    metrics = {"scenes_ingested": len(scenes), "scenes_skipped": len(skipped), "skipped": skipped}
+    return scenes, metrics

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
-from typing import Any, Literal
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,8 +38,16 @@ def parse_iso8601(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
-class IngestParams(_Section):
-    """``ingest``: where the scene comes from and how it is validated."""
+_SCENE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class SceneParams(_Section):
+    """One scene: where it comes from, how it is validated, and what it is used for.
+
+    ``role`` says whether its tiles train the model (``train``), are classified and compared with
+    training in the health report (``infer``), or both (``both``: split by ``train.fraction``).
+    ``id`` names its files; by default it is derived from the source (see :func:`scene_id`).
+    """
 
     source: Literal["synthetic", "file", "http"] = "synthetic"
     path: str | None = None
@@ -49,8 +58,8 @@ class IngestParams(_Section):
     seed: int = Field(42, ge=0)
     width: int = Field(2048, ge=1, le=200_000)
     height: int = Field(2048, ge=1, le=200_000)
-    retries: int = Field(3, ge=0, le=20)
-    timeout: float = Field(30.0, gt=0)
+    role: Literal["train", "infer", "both"] = "both"
+    id: str | None = None
 
     @field_validator("sha256")
     @classmethod
@@ -69,20 +78,72 @@ class IngestParams(_Section):
                 raise ValueError("expected an ISO 8601 time such as 2024-07-15T10:30:00Z") from None
         return value
 
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SCENE_ID.match(value):
+            raise ValueError("expected 1-100 letters, digits, '.', '_' or '-' (not first)")
+        return value
+
     @model_validator(mode="after")
-    def _check_source(self) -> IngestParams:
+    def _check_source(self) -> SceneParams:
         if self.source == "file" and not self.path:
-            raise ValueError("source 'file' needs ingest.path")
+            raise ValueError("source 'file' needs {at}.path")
         if self.source == "http":
             if not self.url:
-                raise ValueError("source 'http' needs ingest.url")
+                raise ValueError("source 'http' needs {at}.url")
             if not self.url.startswith(("http://", "https://")):
-                raise ValueError(f"ingest.url {self.url!r} is not an http(s) URL")
+                raise ValueError(f"{{at}}.url {self.url!r} is not an http(s) URL")
             if not self.sha256:
-                raise ValueError(
-                    "source 'http' needs ingest.sha256 (downloads are always verified)"
-                )
+                raise ValueError("source 'http' needs {at}.sha256 (downloads are always verified)")
         return self
+
+    @property
+    def scene_id(self) -> str:
+        """``id``, or one derived from the source: ``synthetic-<seed>`` or the file/URL stem."""
+        if self.id is not None:
+            return self.id
+        if self.source == "synthetic":
+            return f"synthetic-{self.seed}"
+        name = PurePosixPath(urlsplit(self.url).path if self.source == "http" else self.path or "")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.stem).strip("-.") or "scene"
+        return stem[:100]
+
+
+class IngestParams(SceneParams):
+    """``ingest``: one scene (the keys of :class:`SceneParams`) or a list in ``scenes``.
+
+    When ``scenes`` is set it lists every scene, and the single-scene keys at the top of the
+    section are not used. ``skip_invalid`` records an invalid scene in the ingest metrics and goes
+    on, instead of failing the stage.
+    """
+
+    retries: int = Field(3, ge=0, le=20)
+    timeout: float = Field(30.0, gt=0)
+    scenes: list[SceneParams] | None = None
+    skip_invalid: bool = False
+
+    @model_validator(mode="after")
+    def _check_scenes(self) -> IngestParams:
+        if self.scenes is not None:
+            if not self.scenes:
+                raise ValueError("scenes is an empty list; use null for the single-scene form")
+            seen: dict[str, int] = {}
+            for i, item in enumerate(self.scenes):
+                if item.scene_id in seen:
+                    raise ValueError(
+                        f"scenes {seen[item.scene_id]} and {i} share the id {item.scene_id!r}; "
+                        "set a distinct 'id' on one of them"
+                    )
+                seen[item.scene_id] = i
+        return self
+
+    def scene_list(self) -> list[SceneParams]:
+        """The scenes to ingest: ``scenes``, or the single scene the top-level keys describe."""
+        if self.scenes is not None:
+            return list(self.scenes)
+        keys = SceneParams.model_fields
+        return [SceneParams.model_validate({k: getattr(self, k) for k in keys})]
 
 
 class TileParams(_Section):
@@ -180,16 +241,25 @@ class Params(_Section):
     engine: EngineParams = EngineParams()
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``X``, ``X | None`` or ``list[X] | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
+
+
 def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
     err = exc.errors(include_url=False)[0]
     loc = [str(part) for part in err["loc"]]
     key = ".".join(loc) or "<top level>"
     if err["type"] == "extra_forbidden":
         model: type[BaseModel] = Params
-        for part in loc[:-1]:
-            annotation = model.model_fields[part].annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                model = annotation
+        for part in err["loc"][:-1]:
+            if isinstance(part, str) and part in model.model_fields:
+                model = _model_in(model.model_fields[part].annotation) or model
         expected = ", ".join(sorted(model.model_fields))
         return f"{path}: unknown key {key!r} (expected one of: {expected})"
     value: Any = data
@@ -204,7 +274,7 @@ def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
     if err["type"] == "missing":
         return f"{path}: {key} is missing"
     if isinstance(value, dict):  # a check across a section's keys: the message names them
-        return f"{path}: {key}: {msg}"
+        return f"{path}: {key}: {msg.replace('{at}', key)}"
     return f"{path}: {key}={value!r}: {msg}"
 
 

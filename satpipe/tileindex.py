@@ -1,10 +1,11 @@
 """The tile index: one JSON file listing every tile of a run.
 
-Each entry holds the tile id, its file name (relative to the tiles directory), its window in the
-scene, its bounds in the scene CRS, the sha256 of the tile file, and the per-tile figures measured
-when it was cut (valid fraction, mean intensity). The header records the scene identity (sha256,
-size, CRS), the tiling params and the feature definition, so the index alone says how every tile
-was made. Its content hash identifies a training set.
+Each entry holds the tile id (``<scene id>/r<row>_c<col>``), its scene, its file (relative to the
+tiles directory), its window in its scene, its bounds in its scene's CRS, the sha256 of the tile
+file, and the per-tile figures measured when it was cut (valid fraction, mean intensity). The
+header records every scene (identity, size, CRS, role, tile counts), the tiling params and the
+feature definition, so the index alone says how every tile was made. Its content hash identifies
+a training set.
 """
 
 from __future__ import annotations
@@ -16,36 +17,54 @@ from typing import Any
 from satpipe.errors import ModelError
 from satpipe.files import read_json, sha256_file
 
-INDEX_SCHEMA = 1
+INDEX_SCHEMA = 2
+
+
+SCENE_KEYS = (
+    "id",
+    "role",
+    "sha256",
+    "width",
+    "height",
+    "count",
+    "dtypes",
+    "crs",
+    "crs_wkt",
+    "epsg",
+    "transform",
+    "nodata",
+    "acquisition_time",
+    "source",
+)
 
 
 def build_index(
-    meta: dict[str, Any],
+    scenes: list[dict[str, Any]],
     tiling: dict[str, Any],
     feature: dict[str, Any],
     entries: list[dict[str, Any]],
+    skipped: list[dict[str, int]],
 ) -> dict[str, Any]:
-    """Assemble the index document from the scene metadata, tiling params and entries."""
-    scene = {
-        key: meta[key]
-        for key in (
-            "sha256",
-            "width",
-            "height",
-            "count",
-            "dtypes",
-            "crs",
-            "crs_wkt",
-            "epsg",
-            "transform",
-            "nodata",
-            "acquisition_time",
-            "source",
-        )
-    }
+    """Assemble the index document.
+
+    Args:
+        scenes: each scene's ingest metadata, in order.
+        tiling: the tiling params used.
+        feature: the feature definition.
+        entries: every tile, scene by scene, in grid order; each names its ``scene``.
+        skipped: each scene's skip counts by reason.
+    """
+    header = {}
+    for meta, skips in zip(scenes, skipped, strict=True):
+        tiles = sum(1 for e in entries if e["scene"] == meta["id"])
+        header[meta["id"]] = {
+            **{k: meta[k] for k in SCENE_KEYS},
+            "tiles": tiles,
+            "tiles_skipped": skips,
+        }
     return {
         "schema": INDEX_SCHEMA,
-        "scene": scene,
+        "scenes": header,
         "tiling": tiling,
         "feature": feature,
         "tile_count": len(entries),
@@ -84,3 +103,19 @@ def in_training_subset(tile: str, seed: int, fraction: float) -> bool:
     """
     digest = hashlib.sha256(f"{seed}:{tile}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def is_training_tile(tile: str, role: str, seed: int, fraction: float) -> bool:
+    """Whether a tile trains the model.
+
+    Every tile of a ``train`` scene does, none of an ``infer`` scene, and the hash-chosen
+    ``fraction`` of a ``both`` scene (:func:`in_training_subset`).
+    """
+    if role == "train":
+        return True
+    return role == "both" and in_training_subset(tile, seed, fraction)
+
+
+def is_inference_tile(role: str) -> bool:
+    """Whether a tile's scene is classified by batch inference (roles ``infer`` and ``both``)."""
+    return role in ("infer", "both")

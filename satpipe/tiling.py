@@ -23,7 +23,6 @@ import math
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +115,7 @@ class TileContext:
     nodata: float | None
     spec: FeatureSpec
     max_nodata: float
+    scene_id: str | None = None
 
 
 def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Counter]:
@@ -140,6 +140,8 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
         transform = windows.transform(win, scene_transform)
         blob = encode_tile(np.ascontiguousarray(tile), transform, ctx.profile)
         tid = tile_id(win.row_off, win.col_off)
+        if ctx.scene_id is not None:
+            tid = f"{ctx.scene_id}/{tid}"
         (ctx.out_dir / f"{tid}.tif").write_bytes(blob)
         entries.append(
             {
@@ -153,6 +155,7 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
                 },
                 "bounds": list(windows.bounds(win, scene_transform)),
                 "sha256": sha256_bytes(blob),
+                **({"scene": ctx.scene_id} if ctx.scene_id is not None else {}),
                 "valid_fraction": feats.valid_fraction,
                 "mean_intensity": feats.mean_intensity,
             }
@@ -195,34 +198,94 @@ def cut_tiles(
     Raises:
         TilingError: the scene is smaller than a tile, or no tile survives the filters.
     """
+    tiling = TilingParams(size, stride, keep_partial, max_nodata_fraction, compress, spec)
+    per_scene = cut_scenes([(scene, meta, None)], out_dir, tiling, engine, progress)
+    return per_scene[0]
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """How tiles are cut (the ``tile`` params, resolved, and the feature definition)."""
+
+    size: int
+    stride: int
+    keep_partial: bool
+    max_nodata_fraction: float
+    compress: str
+    spec: FeatureSpec
+
+
+def _plan_scene(
+    scene: Path, meta: dict[str, Any], out_dir: Path, tp: TilingParams, scene_id: str | None
+) -> tuple[TileContext, list[TileJob], int]:
+    name = scene_id or str(scene)
     width, height, count = meta["width"], meta["height"], meta["count"]
-    if width < size or height < size:
+    if width < tp.size or height < tp.size:
         raise TilingError(
-            f"{scene}: scene is {width}x{height} pixels, smaller than tile.size {size}; "
-            f"expected both sides >= {size} (lower tile.size)"
+            f"{name}: scene is {width}x{height} pixels, smaller than tile.size {tp.size}; "
+            f"expected both sides >= {tp.size} (lower tile.size)"
         )
-    bad = [b for b in (spec.bands or ()) if b > count]
+    bad = [b for b in (tp.spec.bands or ()) if b > count]
     if bad:
-        raise TilingError(f"{scene}: features.bands {bad} out of range; scene has {count} bands")
-    nodata = meta["nodata"]
+        raise TilingError(f"{name}: features.bands {bad} out of range; scene has {count} bands")
+    nodata = float("nan") if meta["nodata"] == "NaN" else meta["nodata"]
     with open_scene(scene) as src:
         block_height = src.block_shapes[0][0]
         crs = src.crs
-    jobs, skipped_partial = plan_jobs(width, height, size, stride, keep_partial, block_height)
-    profile = tile_profile(count, meta["dtypes"][0], size, crs, nodata, compress)
-    ctx = TileContext(scene, out_dir, profile, nodata, spec, max_nodata_fraction)
-    entries: list[dict[str, Any]] = []
-    skipped = Counter({"partial": skipped_partial, "nodata": 0, "empty": 0})
+    jobs, skipped_partial = plan_jobs(
+        width, height, tp.size, tp.stride, tp.keep_partial, block_height
+    )
+    profile = tile_profile(count, meta["dtypes"][0], tp.size, crs, nodata, tp.compress)
+    if scene_id is not None:
+        (out_dir / scene_id).mkdir(parents=True, exist_ok=True)
+    ctx = TileContext(scene, out_dir, profile, nodata, tp.spec, tp.max_nodata_fraction, scene_id)
+    return ctx, jobs, skipped_partial
+
+
+def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[dict[str, Any]], Counter]:
+    return run_job(*task)
+
+
+def cut_scenes(
+    scenes: list[tuple[Path, dict[str, Any], str | None]],
+    out_dir: Path,
+    tp: TilingParams,
+    engine: Engine | None = None,
+    progress: bool = False,
+) -> list[tuple[list[dict[str, Any]], dict[str, int]]]:
+    """Cut several scenes in one engine run; a scene with an id writes into ``out_dir/<id>/``.
+
+    Args:
+        scenes: ``(path, metadata, scene id or None)`` for each scene.
+        out_dir: the tiles directory.
+        tp: how to cut.
+        engine: where the row bands of all scenes run (default: inline).
+        progress: show a progress bar (row bands) on stderr.
+
+    Returns:
+        For each scene, in order: its index entries in grid order and its skip counts.
+
+    Raises:
+        TilingError: a scene (named) is smaller than a tile, or none of its tiles survive.
+    """
+    plans = [_plan_scene(path, meta, out_dir, tp, sid) for path, meta, sid in scenes]
+    tasks = [(ctx, job) for ctx, jobs, _ in plans for job in jobs]
+    owner = [i for i, (_, jobs, _) in enumerate(plans) for _ in jobs]
+    results: list[tuple[list[dict[str, Any]], Counter]] = [
+        ([], Counter({"partial": skipped, "nodata": 0, "empty": 0})) for _, _, skipped in plans
+    ]
     with ExitStack() as stack:
         engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
-        results = engine.map(partial(run_job, ctx), jobs)
-        bar = tqdm(results, total=len(jobs), unit="row", desc="tile", disable=not progress)
-        for job_entries, job_skipped in bar:
-            entries.extend(job_entries)
-            skipped.update(job_skipped)
-    if not entries:
-        raise TilingError(
-            f"{scene}: no tile survives: scene {width}x{height}, tile.size {size}, stride "
-            f"{stride}; skipped {dict(skipped)} (raise tile.max_nodata_fraction or lower tile.size)"
-        )
-    return entries, dict(skipped)
+        done = engine.map(_run_task, tasks)
+        bar = tqdm(done, total=len(tasks), unit="row", desc="tile", disable=not progress)
+        for i, (job_entries, job_skipped) in zip(owner, bar, strict=True):
+            results[i][0].extend(job_entries)
+            results[i][1].update(job_skipped)
+    for (path, meta, sid), (entries, skipped) in zip(scenes, results, strict=True):
+        if not entries:
+            raise TilingError(
+                f"{sid or path}: no tile survives: scene {meta['width']}x{meta['height']}, "
+                f"tile.size {tp.size}, stride {tp.stride}; skipped {dict(skipped)} "
+                "(raise tile.max_nodata_fraction or lower tile.size)"
+            )
+    return [(entries, dict(skipped)) for entries, skipped in results]

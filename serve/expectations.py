@@ -1,9 +1,10 @@
 """Upload expectations: what a tile must look like for the pinned model to classify it.
 
-The model was fitted on tiles cut with the ``tile`` params recorded in ``dvc.lock`` from a scene
-whose band count and dtype the pinned tile index records. An uploaded tile must match: the tile
-size (or at most that size when partial edge tiles were kept), the band count, the dtype, and it
-must carry a CRS. A mismatch is refused with every difference named, never silently classified.
+The model was fitted on tiles cut with the ``tile`` params recorded in ``dvc.lock`` from the
+training scenes, whose band counts and dtypes the pinned tile index records. An uploaded tile must
+match: the tile size (or at most that size when partial edge tiles were kept), the band count, the
+dtype, and it must carry a CRS. A mismatch is refused with every difference named, never
+silently classified.
 
 Size and band count are checked twice: first from the TIFF header alone (:func:`tiff_shape`),
 before any pixel is decoded, so that a small upload that would decompress into gigabytes (a
@@ -68,24 +69,29 @@ class Expectations:
 
     size: int
     keep_partial: bool
-    count: int
-    dtype: str
+    counts: tuple[int, ...]
+    dtypes: tuple[str, ...]
 
     @classmethod
     def from_pin(cls, pin: lockfile.Pin, index: dict[str, Any]) -> Expectations:
-        """Tile size from the lock's ``tile`` params; bands and dtype from the index header."""
-        scene = index["scene"]
+        """Tile size from the lock's ``tile`` params; bands and dtypes of the training scenes.
+
+        The training scenes are those of the pinned tile index with the role ``train`` or
+        ``both``; when they differ, any of their band counts and dtypes is accepted.
+        """
+        scenes = [s for s in index["scenes"].values() if s.get("role", "both") != "infer"]
         return cls(
             int(pin.tile_params["size"]),
             bool(pin.tile_params.get("keep_partial", False)),
-            int(scene["count"]),
-            str(scene["dtypes"][0]),
+            tuple(sorted({int(s["count"]) for s in scenes})),
+            tuple(sorted({str(s["dtypes"][0]) for s in scenes})),
         )
 
     @property
     def max_pixel_bytes(self) -> int:
         """Bytes of pixels in the largest tile these expectations accept."""
-        return self.size * self.size * self.count * np.dtype(self.dtype).itemsize
+        itemsize = max(np.dtype(d).itemsize for d in self.dtypes)
+        return self.size * self.size * max(self.counts) * itemsize
 
     def _shape_problems(self, cols: int, rows: int, count: int) -> list[str]:
         problems = []
@@ -94,8 +100,8 @@ class Expectations:
                 problems.append(f"{cols}x{rows} pixels, expected at most {self.size}x{self.size}")
         elif (rows, cols) != (self.size, self.size):
             problems.append(f"{cols}x{rows} pixels, expected {self.size}x{self.size}")
-        if count != self.count:
-            problems.append(f"{count} bands, expected {self.count}")
+        if count not in self.counts:
+            problems.append(f"{count} bands, expected {' or '.join(map(str, self.counts))}")
         return problems
 
     def _refuse(self, name: str, problems: list[str]) -> None:
@@ -123,8 +129,8 @@ class Expectations:
         """
         count, rows, cols = raster.data.shape
         problems = self._shape_problems(cols, rows, count)
-        if raster.data.dtype.name != self.dtype:
-            problems.append(f"dtype {raster.data.dtype.name}, expected {self.dtype}")
+        if raster.data.dtype.name not in self.dtypes:
+            problems.append(f"dtype {raster.data.dtype.name}, expected {' or '.join(self.dtypes)}")
         if raster.crs is None:
             problems.append("no CRS, expected a georeferenced GeoTIFF")
         self._refuse(name, problems)
@@ -135,7 +141,7 @@ class Expectations:
             "width": self.size,
             "height": self.size,
             "partial_tiles_allowed": self.keep_partial,
-            "count": self.count,
-            "dtype": self.dtype,
+            "count": self.counts[0] if len(self.counts) == 1 else list(self.counts),
+            "dtype": self.dtypes[0] if len(self.dtypes) == 1 else list(self.dtypes),
             "crs_required": True,
         }

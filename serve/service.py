@@ -65,7 +65,7 @@ class Service:
         self.loaded: LoadedModel | None = None
         self.reason = "not loaded yet"
         self.index: dict[str, dict[str, Any]] = {}
-        self.scene_crs: str | None = None
+        self.scene_crs: dict[str, str | None] = {}
         self.roots = TileRoots.from_dirs(self.tiles_dir, None)
         self._lock_signature: tuple[int, int, int] | None = None
         self._stale: str | None = None
@@ -138,7 +138,7 @@ class Service:
         try:
             index = json.loads(path.read_bytes())
             self.index = {t["file"]: t for t in index["tiles"]}
-            self.scene_crs = index["scene"].get("crs")
+            self.scene_crs = {sid: sc.get("crs") for sid, sc in index["scenes"].items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: no tile lookups (%s); tiles served without id or window", path, exc)
 
@@ -204,7 +204,8 @@ class Service:
         except SatpipeError as exc:
             # Name the tile as the client did, not by the server's absolute path.
             raise type(exc)(str(exc).replace(str(tile.path), tile.raw)) from exc
-        return _result(pred, loaded, entry, tile.raw, self.scene_crs)
+        crs = self.scene_crs.get(entry["scene"]) if entry is not None else None
+        return _result(pred, loaded, entry, tile.raw, crs)
 
     def infer_path(self, raw: str, loaded: LoadedModel) -> InferResult:
         """Resolve and classify the tile at ``raw`` (relative to the tiles directory)."""

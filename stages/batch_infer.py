@@ -24,7 +24,7 @@ from satpipe.files import json_digest, md5_file, sha256_file, write_json
 from satpipe.footprints import feature_collection
 from satpipe.inference import batch_predict, monitoring
 from satpipe.params import load_params
-from satpipe.tileindex import load_index
+from satpipe.tileindex import is_inference_tile, load_index
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,25 @@ def main(args: argparse.Namespace) -> None:
     model = model_lib.load(args.model)
     logs.set_model(model.version)
     index = load_index(args.index)
+    roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
+    tiles = [t for t in index["tiles"] if is_inference_tile(roles[t["scene"]])]
+    if not tiles:
+        raise InferenceError(
+            f"{args.index}: no tile to classify: no scene has the role 'infer' or 'both' "
+            f"(roles: {roles})"
+        )
     model_md5, index_sha = md5_file(args.model), sha256_file(args.index)
     start = time.perf_counter()
     with _cli.engine(params.engine) as engine:
         records, failures, latencies = batch_predict(
-            index, Path(args.tiles_dir), model, engine=engine, progress=logs.show_progress()
+            {"tiles": tiles},
+            Path(args.tiles_dir),
+            model,
+            engine=engine,
+            progress=logs.show_progress(),
         )
     elapsed = time.perf_counter() - start
-    total = len(index["tiles"])
+    total = len(tiles)
     failed_fraction = len(failures) / total if total else 0.0
     metadata = {
         "run_key": json_digest(
@@ -67,10 +78,17 @@ def main(args: argparse.Namespace) -> None:
             f"{failures[0]['error']}"
         )
     write_json(args.predictions, {"metadata": metadata, "predictions": records})
-    crs = CRS.from_wkt(index["scene"]["crs_wkt"])
-    geojson = feature_collection(
-        crs, records, ("prediction", "mean_intensity", "model_version", "path")
-    )
+    features = []
+    for sid, scene in index["scenes"].items():  # records are grouped by scene, in this order
+        mine = [r for r in records if r["scene"] == sid]
+        if mine:
+            fc = feature_collection(
+                CRS.from_wkt(scene["crs_wkt"]),
+                mine,
+                ("scene", "prediction", "mean_intensity", "model_version", "path"),
+            )
+            features.extend(fc["features"])
+    geojson = {"type": "FeatureCollection", "features": features}
     write_json(args.geojson, geojson, indent=None)
 
 

@@ -1,8 +1,9 @@
 """Stage health: compare inference features with the model's training reference.
 
 Usage: ``python -m stages.health <model.json> <predictions.json> <health.json>``; reads ``health``.
-The tiles compared are those not used for training when inference ran on the training index,
-otherwise every inferred tile.
+The tiles compared are those not used for training when inference ran on the training index
+(held-out tiles of ``both`` scenes and every tile of ``infer`` scenes), otherwise every inferred
+tile; the report gives the comparison overall and for each scene.
 """
 
 from __future__ import annotations
@@ -10,49 +11,80 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 import numpy as np
 
 from satpipe import model as model_lib
-from satpipe.drift import health_report
+from satpipe.drift import STATUSES, health_report
 from satpipe.files import read_json, write_json
-from satpipe.model import CLASSES
-from satpipe.params import load_params
-from satpipe.tileindex import in_training_subset
+from satpipe.model import CLASSES, Model
+from satpipe.params import HealthParams, load_params
+from satpipe.tileindex import is_training_tile
 from stages import _cli
 
 log = logging.getLogger(__name__)
 
 
+def _compare(
+    records: list[dict[str, Any]], failed: int, total: int, model: Model, hp: HealthParams
+) -> dict[str, Any]:
+    values = np.array([r["mean_intensity"] for r in records], dtype=np.float64)
+    fractions = {
+        c: (sum(r["prediction"] == c for r in records) / len(records) if records else 0.0)
+        for c in CLASSES
+    }
+    report = health_report(values, model.reference, failed, total, fractions, hp)
+    return {
+        "status": report["status"],
+        "tiles_failed": failed,
+        "prediction_fractions": {c: round(v, 6) for c, v in fractions.items()},
+        **{k: v for k, v in report.items() if k != "status"},
+    }
+
+
 def main(args: argparse.Namespace) -> None:
-    """Write the health report (a DVC metric)."""
+    """Write the health report (a DVC metric): overall, then per scene."""
     hp = load_params(args.params).health
     model = model_lib.load(args.model)
     preds = read_json(args.predictions)
     meta, records = preds["metadata"], preds["predictions"]
     training = model.training
     same_index = meta["tile_index_sha256"] == training["tile_index_sha256"]
-    if same_index:
-        tp = training["params"]
+    if same_index:  # leave out the tiles the model was fitted on
+        tp, roles = training["params"], {k: v["role"] for k, v in training["scenes"].items()}
         records = [
-            r for r in records if not in_training_subset(r["id"], tp["seed"], tp["fraction"])
+            r
+            for r in records
+            if not is_training_tile(r["id"], roles[r["scene"]], tp["seed"], tp["fraction"])
         ]
-    values = np.array([r["mean_intensity"] for r in records], dtype=np.float64)
-    fractions = {
-        c: (sum(r["prediction"] == c for r in records) / len(records) if records else 0.0)
-        for c in CLASSES
-    }
-    report = health_report(
-        values, model.reference, meta["tiles_failed"], meta["tiles_total"], fractions, hp
-    )
+    failed = meta["failed"]
+    overall = _compare(records, len(failed), meta["tiles_total"], model, hp)
+    scenes = {}
+    for sid in sorted({r["scene"] for r in records} | {f["scene"] for f in failed}):
+        mine = [r for r in records if r["scene"] == sid]
+        n_failed = sum(f["scene"] == sid for f in failed)
+        scene = _compare(mine, n_failed, len(mine) + n_failed, model, hp)
+        scenes[sid] = {k: scene[k] for k in ("status", "figures", "prediction_fractions")}
+    by_status = {s: sorted(k for k, v in scenes.items() if v["status"] == s) for s in STATUSES}
+    worse = [
+        sid
+        for sid, v in scenes.items()
+        if STATUSES.index(v["status"]) > STATUSES.index(overall["status"])
+    ]
+    if worse:
+        overall["recommendations"].append(
+            f"Scenes {', '.join(worse)} look worse than the whole: see scenes.<id> in this "
+            "report and inspect them before trusting their predictions."
+        )
     report = {
-        "status": report["status"],
+        "status": overall.pop("status"),
         "model_version": model.version,
-        "compared": "held_out" if same_index else "all_inferred",
+        "compared": "tiles not used for training" if same_index else "all inferred tiles",
         "tiles_inferred": meta["tiles_inferred"],
-        "tiles_failed": meta["tiles_failed"],
-        "prediction_fractions": {c: round(v, 6) for c, v in fractions.items()},
-        **{k: v for k, v in report.items() if k != "status"},
+        **overall,
+        "scenes": scenes,
+        "scenes_by_status": {s: len(v) for s, v in by_status.items()},
         "thresholds": hp.model_dump(),
     }
     write_json(args.health, report)

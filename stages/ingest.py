@@ -1,27 +1,46 @@
-"""Stage ingest: acquire one scene, validate it, write it and its metadata.
+"""Stage ingest: acquire the scenes, validate them, write each with its metadata.
 
-Usage: ``python -m stages.ingest <scene.tif> <scene.json>``; reads ``ingest`` from params.yaml.
+Usage: ``python -m stages.ingest <scenes_dir> <manifest.json> <metrics.json>``; reads ``ingest``
+(and ``engine``, which is not a DVC param). Each scene becomes ``<scenes_dir>/<id>.tif`` and
+``<id>.json``; the manifest lists them in order. The directory appears only when every scene is
+written.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from satpipe.ingest import ingest
+from satpipe.files import write_json
+from satpipe.ingest import ingest_scenes
 from satpipe.params import load_params
 from stages import _cli
 
 
 def main(args: argparse.Namespace) -> None:
-    """Ingest the scene described by ``params.ingest``."""
+    """Ingest the scenes described by ``params.ingest``."""
     params = load_params(args.params)
-    ingest(params.ingest, Path(args.scene), Path(args.metadata), Path(args.params).parent)
+    out_dir = Path(args.scenes_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
+        _cli.engine(params.engine) as engine,
+    ):
+        scenes, metrics = ingest_scenes(params.ingest, Path(tmp), Path(args.params).parent, engine)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        Path(tmp).rename(out_dir)
+        out_dir.chmod(0o755)
+    write_json(args.manifest, {"scenes": scenes})
+    write_json(args.metrics, metrics)
 
 
 if __name__ == "__main__":
     p = _cli.parser("ingest", __doc__)
-    p.add_argument("scene", help="output GeoTIFF")
-    p.add_argument("metadata", help="output metadata JSON")
+    p.add_argument("scenes_dir", help="output directory of scene GeoTIFFs and metadata")
+    p.add_argument("manifest", help="output JSON listing the scenes")
+    p.add_argument("metrics", help="output ingest metrics JSON")
     sys.exit(_cli.run("ingest", main, p.parse_args()))

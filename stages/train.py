@@ -15,7 +15,7 @@ from satpipe import model as model_lib
 from satpipe.errors import ModelError
 from satpipe.files import write_json
 from satpipe.params import load_params
-from satpipe.tileindex import in_training_subset, index_hash, load_index
+from satpipe.tileindex import index_hash, is_training_tile, load_index
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -25,20 +25,35 @@ def main(args: argparse.Namespace) -> None:
     """Fit and write the model and the training metrics."""
     tp = load_params(args.params).train
     index = load_index(args.index)
-    train = [t for t in index["tiles"] if in_training_subset(t["id"], tp.seed, tp.fraction)]
+    roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
+    train = [
+        t
+        for t in index["tiles"]
+        if is_training_tile(t["id"], roles[t["scene"]], tp.seed, tp.fraction)
+    ]
     if not train:
         raise ModelError(
-            f"{args.index}: train.fraction {tp.fraction} selects none of the "
-            f"{len(index['tiles'])} tiles; raise train.fraction or use more tiles"
+            f"{args.index}: no training tile: train.fraction {tp.fraction} selects none of the "
+            f"{len(index['tiles'])} tiles of scenes with role 'train' or 'both' "
+            f"({sum(r != 'infer' for r in roles.values())} such scenes); raise train.fraction, "
+            "use more tiles, or give a scene the role 'train'"
         )
     values = np.array([t["mean_intensity"] for t in train], dtype=np.float64)
     training = {
         "tile_index_sha256": index_hash(args.index),
-        "scene_sha256": index["scene"]["sha256"],
+        "scenes": {
+            sid: {
+                "role": sc["role"],
+                "sha256": sc["sha256"],
+                "tiles": sum(t["scene"] == sid for t in train),
+            }
+            for sid, sc in index["scenes"].items()
+        },
         "tiling": index["tiling"],
         "params": tp.model_dump(),
         "tiles": len(train),
-        "tiles_held_out": len(index["tiles"]) - len(train),
+        "tiles_held_out": sum(1 for t in index["tiles"] if roles[t["scene"]] == "both")
+        - sum(1 for t in train if roles[t["scene"]] == "both"),
     }
     model = model_lib.fit(values, index["feature"], training, tp.histogram_bins)
     write_json(args.model, model.to_dict())

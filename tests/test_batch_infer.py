@@ -43,8 +43,8 @@ def workdir(make_raster, tmp_path: Path) -> Path:
     params["tile"]["size"] = 32
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for name, args in [
-        ("ingest", ["scene.tif", "scene.json"]),
-        ("tile", ["scene.tif", "scene.json", "tiles", "index.json", "tile_metrics.json"]),
+        ("ingest", ["scenes", "scenes.json", "ingest_metrics.json"]),
+        ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile_metrics.json"]),
         ("train", ["index.json", "model.json", "train_metrics.json"]),
     ]:
         result = _stage(name, *args, cwd=tmp_path)
@@ -136,7 +136,7 @@ def test_health_report_on_held_out_tiles(workdir: Path) -> None:
     health = read_json(workdir / "health.json")
     model = read_json(workdir / "model.json")
     assert health["status"] in {"healthy", "warning", "critical"}
-    assert health["compared"] == "held_out"
+    assert health["compared"] == "tiles not used for training"
     assert health["figures"]["tiles_compared"] == model["training"]["tiles_held_out"]
     assert health["thresholds"]["psi_critical"] == 0.25
     assert health["recommendations"]

@@ -14,18 +14,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TRACKED_OUTPUTS = (
-    "data/scene.tif",
-    "data/scene.json",
-    "data/tile_index.json",
-    "data/model.json",
-    "data/predictions.json",
-    "data/predictions.geojson",
-    "data/metrics/tile.json",
-    "data/metrics/train.json",
-    "data/metrics/health.json",
-)
-
 pytestmark = pytest.mark.slow
 
 
@@ -68,10 +56,13 @@ def _clone(dest: Path) -> Path:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    out = {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in TRACKED_OUTPUTS}
-    for tile in sorted((root / "data" / "tiles").iterdir()):
-        out[f"tiles/{tile.name}"] = hashlib.sha256(tile.read_bytes()).hexdigest()
-    return out
+    """sha256 of every file DVC writes under data/ (scenes, tiles, index, model, predictions...)."""
+    data = root / "data"
+    return {
+        p.relative_to(data).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(data.rglob("*"))
+        if p.is_file() and p.name != ".gitignore"
+    }
 
 
 @pytest.fixture(scope="module")

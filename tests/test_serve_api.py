@@ -54,7 +54,7 @@ def test_infer_answers_with_the_tile_its_place_and_the_model(
     assert body["tile_id"] == tile["id"] and body["in_index"] is True
     assert body["window"] == tile["window"]
     assert body["bounds"] == tile["bounds"]
-    assert body["crs"] == index["scene"]["crs"]
+    assert body["crs"] == index["scenes"][tile["scene"]]["crs"]
     assert body["prediction"] in ("dark", "bright")
     model = json.loads((pipeline_repo / "data" / "model.json").read_text())
     assert body["model_version"] == model["version"]

@@ -153,7 +153,7 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
         "notes.txt": 400,
         "folder.tif": 400,
         "missing.tif": 404,
-        indexed.name: 422,
+        indexed.relative_to(tiles).as_posix(): 422,
     }
     for name, status in expected.items():
         got = client.post("/infer", json={"tile_path": name})
@@ -161,4 +161,5 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
         detail = got.json()["detail"]
         assert name in detail
         assert str(repo_copy) not in detail  # named as the client named it, not by server path
-    assert "tile index says" in client.post("/infer", json={"tile_path": indexed.name}).text
+    indexed_path = indexed.relative_to(tiles).as_posix()
+    assert "tile index says" in client.post("/infer", json={"tile_path": indexed_path}).text

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TILE_OUTPUTS = ["data/scene.tif", "data/scene.json", "data/tiles", "data/index.json", "m.json"]
+INGEST_OUTPUTS = ["data/scenes", "data/scenes.json", "data/ingest.json"]
+TILE_OUTPUTS = ["data/scenes", "data/scenes.json", "data/tiles", "data/index.json", "m.json"]
 
 
 def stage(repo_root: Path, cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess:
@@ -69,15 +70,15 @@ def test_ingest_bad_input(repo_root: Path, tmp_path: Path, make_raster, kind: st
     options, fragment = BAD_INPUTS[kind]
     make_raster("inputs/bad.tif", **options)
     write_params(tmp_path, "ingest:\n  source: file\n  path: inputs/bad.tif\n")
-    result = stage(repo_root, tmp_path, "ingest", "data/scene.tif", "data/scene.json")
-    assert_one_error_line(result, "inputs/bad.tif: ", fragment)
+    result = stage(repo_root, tmp_path, "ingest", *INGEST_OUTPUTS)
+    assert_one_error_line(result, "scene 'bad': inputs/bad.tif: ", fragment)
     assert files_under(tmp_path) == ["inputs/bad.tif", "params.yaml"]
 
 
 def test_ingest_missing_input(repo_root: Path, tmp_path: Path):
     write_params(tmp_path, "ingest:\n  source: file\n  path: nowhere.tif\n")
-    result = stage(repo_root, tmp_path, "ingest", "data/scene.tif", "data/scene.json")
-    assert_one_error_line(result, "nowhere.tif: file not found")
+    result = stage(repo_root, tmp_path, "ingest", *INGEST_OUTPUTS)
+    assert_one_error_line(result, "scene 'nowhere': nowhere.tif: file not found")
     assert files_under(tmp_path) == ["params.yaml"]
 
 
@@ -107,7 +108,7 @@ def run_gdal_failure(repo_root: Path, tmp_path: Path, make_raster, kind: str):
     build, fragment = GDAL_FAILURES[kind]
     build(tmp_path, make_raster)
     write_params(tmp_path, "ingest:\n  source: file\n  path: inputs/bad.tif\n")
-    result = stage(repo_root, tmp_path, "ingest", "data/scene.tif", "data/scene.json")
+    result = stage(repo_root, tmp_path, "ingest", *INGEST_OUTPUTS)
     return result, fragment
 
 
@@ -118,7 +119,7 @@ def test_ingest_gdal_failure_ends_with_one_error(repo_root, tmp_path, make_raste
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1
-    assert errors[0].startswith("error: inputs/bad.tif: ")
+    assert errors[0].startswith("error: scene 'bad': inputs/bad.tif: ")
     assert fragment in errors[0]
     assert result.stderr.splitlines()[-1] == errors[0]
     assert files_under(tmp_path) == ["inputs/bad.tif", "params.yaml"]
@@ -127,7 +128,7 @@ def test_ingest_gdal_failure_ends_with_one_error(repo_root, tmp_path, make_raste
 @pytest.mark.parametrize("kind", sorted(GDAL_FAILURES))
 def test_ingest_gdal_failure_is_exactly_one_line(repo_root, tmp_path, make_raster, kind):
     result, fragment = run_gdal_failure(repo_root, tmp_path, make_raster, kind)
-    assert_one_error_line(result, "inputs/bad.tif: ", fragment)
+    assert_one_error_line(result, "scene 'bad': inputs/bad.tif: ", fragment)
 
 
 # --- params typos -------------------------------------------------------------------------------
@@ -136,9 +137,9 @@ def test_ingest_gdal_failure_is_exactly_one_line(repo_root, tmp_path, make_raste
 @pytest.mark.parametrize(
     ("name", "args"),
     [
-        ("tile", ["data/scene.tif", "data/scene.json", "data/tiles", "data/index.json", "m.json"]),
+        ("tile", TILE_OUTPUTS),
         ("check_params", []),
-        ("ingest", ["data/scene.tif", "data/scene.json"]),
+        ("ingest", INGEST_OUTPUTS),
     ],
 )
 def test_params_typo(repo_root: Path, tmp_path: Path, name: str, args: list[str]):
@@ -170,21 +171,24 @@ def test_ingest_and_tile_stages_on_a_nan_nodata_scene(repo_root: Path, tmp_path:
         f"ingest:\n  source: file\n  path: {source}\n  acquisition_time: '2020-01-01'\n"
         "tile:\n  size: 128\n",
     )
-    result = stage(repo_root, tmp_path, "ingest", "data/scene.tif", "data/scene.json")
+    result = stage(repo_root, tmp_path, "ingest", *INGEST_OUTPUTS)
     assert result.returncode == 0, result.stderr
-    meta = json.loads((tmp_path / "data/scene.json").read_text())
+    meta = json.loads((tmp_path / "data/scenes.json").read_text())["scenes"][0]
     assert meta["nodata"] == "NaN"
+    assert meta["id"] == "cog_with_nan"
 
     result = stage(repo_root, tmp_path, "tile", *TILE_OUTPUTS)
     assert result.returncode == 0, result.stderr
     index = json.loads((tmp_path / "data/index.json").read_text())
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert index["tile_count"] == len(index["tiles"]) == metrics["tiles_written"] > 0
-    assert index["scene"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    scene = index["scenes"]["cog_with_nan"]
+    assert scene["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     for entry in index["tiles"]:
         tile = tmp_path / "data/tiles" / entry["file"]
         assert hashlib.sha256(tile.read_bytes()).hexdigest() == entry["sha256"]
         assert entry["valid_fraction"] >= 0.5  # NaN pixels counted as nodata
-    assert sorted(p.name for p in (tmp_path / "data/tiles").iterdir()) == sorted(
+    tiles_dir = tmp_path / "data/tiles"
+    assert sorted(p.relative_to(tiles_dir).as_posix() for p in tiles_dir.rglob("*.tif")) == sorted(
         e["file"] for e in index["tiles"]
     )
