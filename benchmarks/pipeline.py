@@ -8,10 +8,10 @@ Usage::
 
 Each stage runs as its own process (``python -m stages.<name>``, exactly the command in dvc.yaml,
 without DVC's own hashing), so peak RSS is that stage's alone (``wait4`` rusage). The *floor* is
-measured in the same run, also in its own process: read the scene once with rasterio (same
+measured in the same run, also in its own process: read each scene once with rasterio (same
 block-aligned windows, same GDAL settings) and write the same tiles with the same GeoTIFF
-profile, computing nothing else; once on one thread and once on as many threads as the tile
-stage uses. The ratio is taken against the threaded floor, the stricter of the two.
+profile, computing nothing else; once on one thread and once on as many threads as there are
+cores. The ratio is taken against the threaded floor, the stricter of the two.
 Targets (issue 2): every stage under 300 MiB; tile + train + batch_infer within 1.5x the floor.
 """
 
@@ -41,15 +41,19 @@ from satpipe.files import read_json
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
 from satpipe.tiling import plan_jobs
 os.environ.setdefault("GDAL_CACHEMAX", "16")
-scene, meta_path, out, size, compress, workers = sys.argv[1:7]
+scenes_dir, manifest, out, size, compress, workers = sys.argv[1:7]
 size, workers = int(size), int(workers)
-meta = read_json(meta_path)["scenes"][0]; out = Path(out); out.mkdir()
-with open_scene(scene) as src:
-    jobs, _ = plan_jobs(src.width, src.height, size, size, False, src.block_shapes[0][0])
-    profile = tile_profile(src.count, src.dtypes[0], size, src.crs, meta["nodata"], compress)
-    scene_transform = src.transform
+tasks = []
+for meta in read_json(manifest)["scenes"]:
+    scene = Path(scenes_dir) / f"{meta['id']}.tif"
+    dest = Path(out) / meta["id"]; dest.mkdir(parents=True)
+    with open_scene(scene) as src:
+        jobs, _ = plan_jobs(src.width, src.height, size, size, False, src.block_shapes[0][0])
+        profile = tile_profile(src.count, src.dtypes[0], size, src.crs, meta["nodata"], compress)
+        tasks += [(scene, dest, profile, src.transform, job) for job in jobs]
 
-def job_run(job):
+def job_run(task):
+    scene, dest, profile, scene_transform, job = task
     with open_scene(scene) as src:
         data = read_window(src, Window(0, job.row_off, src.width, job.rows))
     for win in job.windows:
@@ -57,10 +61,10 @@ def job_run(job):
         tile = np.ascontiguousarray(
             data[:, r0:r0 + win.height, win.col_off:win.col_off + win.width])
         blob = encode_tile(tile, windows.transform(win, scene_transform), profile)
-        (out / f"{win.row_off}_{win.col_off}.tif").write_bytes(blob)
+        (dest / f"{win.row_off}_{win.col_off}.tif").write_bytes(blob)
 
 with ThreadPoolExecutor(workers) as pool:
-    list(pool.map(job_run, jobs))
+    list(pool.map(job_run, tasks))
 """
 
 
@@ -141,7 +145,7 @@ def bench(size: int, workdir: Path) -> None:
     ]
     results = {name: run(cmd, workdir) for name, cmd in stages}
     scene = f"scenes/synthetic-{params['ingest']['seed']}.tif"
-    floor_args = [scene, "scenes.json", "floor_tiles", str(params["tile"]["size"]), compress]
+    floor_args = ["scenes", "scenes.json", "floor_tiles", str(params["tile"]["size"]), compress]
     floor1 = run([py, "-c", FLOOR, *floor_args, "1"], workdir)
     shutil.rmtree(workdir / "floor_tiles")
     floor = run([py, "-c", FLOOR, *floor_args, str(os.cpu_count() or 1)], workdir)

@@ -70,3 +70,7 @@ class InferenceError(SatpipeError):
 
 class LockfileError(SatpipeError, ValueError):
     """``dvc.lock`` is missing, malformed, or does not pin what is needed."""
+
+
+class EngineError(SatpipeError, RuntimeError):
+    """The engine cannot run tasks: no scheduler at the address, unusable or lost workers."""
