@@ -13,7 +13,6 @@ Import what a module needs explicitly: ``from tests.serve_fixtures import pipeli
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -36,38 +35,13 @@ from rasterio.io import MemoryFile
 
 from serve.app import create_app
 from serve.settings import Settings
+from tests.helpers import REPO, tool_env
+from tests.helpers import output as run
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
 PIPELINE_DIRS = ("stages", "satpipe")
 SMALL = {"ingest": {"width": 700, "height": 600}, "tile": {"size": 64}}
 TILE = 64
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.invalid",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.invalid",
-        DVC_NO_ANALYTICS="1",
-    )
-    env.pop("PYTHONPATH", None)
-    for key in [k for k in env if k.startswith("SATPIPE_")]:
-        env.pop(key)
-    return env
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    """Run a command in ``cwd``; fail the test with its output if it fails."""
-    done = subprocess.run(
-        cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout
 
 
 def set_params(repo: Path, changes: dict[str, dict[str, Any]]) -> None:
@@ -214,7 +188,7 @@ def _stop(server: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def live_server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Real uvicorn (one process) on 127.0.0.1 serving the pipeline repository; its base URL."""
-    env = dict(_env(), SATPIPE_REPO=str(pipeline_repo))
+    env = dict(tool_env(), SATPIPE_REPO=str(pipeline_repo))
     log = tmp_path_factory.mktemp("uvicorn") / "server.log"
     for _ in range(3):  # a free port may be taken between picking and binding: retry
         port = _free_port()

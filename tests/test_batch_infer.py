@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +11,7 @@ import pytest
 import yaml
 
 from satpipe.files import read_json
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _stage(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{name}", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.helpers import REPO, stage
 
 
 @pytest.fixture
@@ -47,13 +32,13 @@ def workdir(make_raster, tmp_path: Path) -> Path:
         ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile_metrics.json"]),
         ("train", ["index.json", "model.json", "train_metrics.json"]),
     ]:
-        result = _stage(name, *args, cwd=tmp_path)
+        result = stage(name, *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     return tmp_path
 
 
 def _infer(workdir: Path) -> subprocess.CompletedProcess:
-    return _stage(
+    return stage(
         "batch_infer",
         "model.json",
         "index.json",
@@ -131,7 +116,7 @@ def test_too_many_failures_fail_the_stage_cleanly(workdir: Path) -> None:
 
 def test_health_report_on_held_out_tiles(workdir: Path) -> None:
     assert _infer(workdir).returncode == 0
-    result = _stage("health", "model.json", "predictions.json", "health.json", cwd=workdir)
+    result = stage("health", "model.json", "predictions.json", "health.json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     health = read_json(workdir / "health.json")
     model = read_json(workdir / "model.json")

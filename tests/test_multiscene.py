@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,8 @@ from rasterio.transform import from_origin
 
 from satpipe.files import read_json
 from satpipe.tileindex import in_training_subset
+from tests.helpers import REPO, stage
 
-REPO = Path(__file__).resolve().parents[1]
 STAGES = [
     ("ingest", ["scenes", "scenes.json", "ingest.json"]),
     ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json"]),
@@ -29,15 +27,7 @@ STAGES = [
 
 
 def _stage(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{name}", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return stage(name, *args, cwd=cwd)
 
 
 def _params(tmp: Path, ingest: dict, **sections: dict) -> None:

@@ -3,56 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.helpers import clone_working_tree, run
+
 pytestmark = pytest.mark.slow
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.invalid",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.invalid",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
-
-
-def _clone(dest: Path) -> Path:
-    """Clone the committed HEAD, plus the working tree's uncommitted changes for local runs."""
-    run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], cwd=REPO)
-    diff = run(["git", "diff", "HEAD", "--binary"], cwd=REPO).stdout
-    if diff:
-        subprocess.run(
-            ["git", "apply", "--whitespace=nowarn"], input=diff, text=True, cwd=dest, check=True
-        )
-        untracked = run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO)
-        for rel in untracked.stdout.splitlines():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-        run(["git", "add", "-A"], cwd=dest)
-        run(["git", "commit", "--quiet", "-m", "working tree"], cwd=dest)
-    return dest
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -70,7 +30,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone of the repository after ``dvc repro``."""
     if shutil.which("git") is None:
         pytest.skip("git not installed")
-    dest = _clone(tmp_path_factory.mktemp("clone") / "repo")
+    dest = clone_working_tree(tmp_path_factory.mktemp("clone") / "repo")
     run(["dvc", "repro"], cwd=dest)
     return dest
 
@@ -91,7 +51,7 @@ def test_second_repro_runs_nothing(clone: Path) -> None:
 
 
 def test_two_runs_in_separate_dirs_are_byte_identical(clone: Path, tmp_path: Path) -> None:
-    second = _clone(tmp_path / "again")
+    second = clone_working_tree(tmp_path / "again")
     run(["dvc", "repro"], cwd=second)
     assert _digests(second) == _digests(clone)
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,52 +23,12 @@ from fastapi.testclient import TestClient
 from satpipe import lockfile
 from serve.app import create_app
 from serve.settings import Settings
+from tests.helpers import clone_working_tree
+from tests.helpers import output as run
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SMALL = {"ingest": {"width": 700, "height": 600}, "tile": {"size": 64}}
 
 pytestmark = pytest.mark.slow
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@example.invalid",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@example.invalid",
-        DVC_NO_ANALYTICS="1",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def run(cmd: list[str], cwd: Path) -> str:
-    """Run a command in ``cwd``; fail the test with its output if it fails."""
-    done = subprocess.run(
-        cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
-def _clone_working_tree(dest: Path) -> Path:
-    """Clone the committed HEAD, plus the working tree's uncommitted changes for local runs."""
-    run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(dest)], REPO)
-    diff = run(["git", "diff", "HEAD", "--binary"], REPO)
-    if diff:
-        subprocess.run(
-            ["git", "apply", "--whitespace=nowarn"], input=diff, text=True, cwd=dest, check=True
-        )
-    untracked = run(["git", "ls-files", "--others", "--exclude-standard"], REPO)
-    for rel in untracked.splitlines():
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dest / rel)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "--quiet", "--allow-empty", "-m", "working tree"], dest)
-    return dest
 
 
 def _another_machine(origin: Path, dest: Path) -> Path:
@@ -133,7 +90,7 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Pushed:
     if shutil.which("git") is None:
         pytest.skip("git not installed")
     base = tmp_path_factory.mktemp("remote")
-    repo = _clone_working_tree(base / "first")
+    repo = clone_working_tree(base / "first")
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in SMALL.items():

@@ -8,29 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.helpers import stage as run_stage
 
 INGEST_OUTPUTS = ["data/scenes", "data/scenes.json", "data/ingest.json"]
 TILE_OUTPUTS = ["data/scenes", "data/scenes.json", "data/tiles", "data/index.json", "m.json"]
 
 
 def stage(repo_root: Path, cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(repo_root)}
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{name}", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_stage(name, *args, cwd=cwd, timeout=60)
 
 
 def files_under(directory: Path) -> list[str]:
