@@ -26,6 +26,7 @@ from satpipe.features import tile_features
 from satpipe.files import sha256_bytes
 from satpipe.model import CLASSES, Model
 from satpipe.raster import Raster, decode_tile, read_file_bytes
+from satpipe.tileindex import group_by_scene
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,6 @@ def monitoring(records: list[dict[str, Any]]) -> dict[str, Any]:
         values = np.array([rec["mean_intensity"] for rec in recs], dtype=np.float64)
         return {"prediction_counts": counts, "feature": _summary(values)}
 
-    scenes = sorted({rec["scene"] for rec in records if rec.get("scene") is not None})
-    per_scene = {sid: summary([r for r in records if r.get("scene") == sid]) for sid in scenes}
+    groups = group_by_scene(records)
+    per_scene = {sid: summary(groups[sid]) for sid in sorted(s for s in groups if s is not None)}
     return {**summary(records), "per_scene": per_scene}

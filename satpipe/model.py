@@ -10,7 +10,6 @@ same id; never random). No pickle.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from satpipe.errors import ModelError
 from satpipe.features import FeatureSpec
-from satpipe.files import canonical_json, read_json
+from satpipe.files import json_digest, read_json
 
 MODEL_KIND = "mean-intensity-threshold"
 MODEL_SCHEMA = 1
@@ -71,8 +70,7 @@ def _content(threshold: float, feature: dict, reference: dict, training: dict) -
 
 def version_id(content: dict[str, Any]) -> str:
     """UUID (version 5) derived from the canonical JSON of the model content."""
-    digest = hashlib.sha256(canonical_json(content, indent=None).encode()).hexdigest()
-    return str(uuid.uuid5(VERSION_NAMESPACE, digest))
+    return str(uuid.uuid5(VERSION_NAMESPACE, json_digest(content)))
 
 
 def reference_distribution(values: np.ndarray, bins: int) -> dict[str, Any]:

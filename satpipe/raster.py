@@ -219,13 +219,3 @@ def read_file_bytes(path: Path | str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise RasterReadError(f"{path}: cannot read tile file: {exc.strerror or exc}") from exc
-
-
-def read_tile_file(path: Path | str) -> Raster:
-    """Read a tile file once from disk and decode it.
-
-    Raises:
-        RasterReadError: the file cannot be read or decoded.
-        NotGeoTIFFError: the file is not a GeoTIFF.
-    """
-    return decode_tile(read_file_bytes(path), str(path))

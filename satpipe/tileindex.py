@@ -55,8 +55,9 @@ def build_index(
         skipped: each scene's skip counts by reason.
     """
     header = {}
+    by_scene = group_by_scene(entries)
     for meta, skips in zip(scenes, skipped, strict=True):
-        tiles = sum(1 for e in entries if e["scene"] == meta["id"])
+        tiles = len(by_scene.get(meta["id"], []))
         header[meta["id"]] = {
             **{k: meta[k] for k in SCENE_KEYS},
             "tiles": tiles,
@@ -103,6 +104,14 @@ def in_training_subset(tile: str, seed: int, fraction: float) -> bool:
     """
     digest = hashlib.sha256(f"{seed}:{tile}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def group_by_scene(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Tiles, predictions or failures grouped by their ``scene``, each group in input order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        groups.setdefault(item.get("scene"), []).append(item)
+    return groups
 
 
 def is_training_tile(tile: str, role: str, seed: int, fraction: float) -> bool:

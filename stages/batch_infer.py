@@ -24,7 +24,7 @@ from satpipe.files import json_digest, md5_file, sha256_file, write_json
 from satpipe.footprints import feature_collection
 from satpipe.inference import batch_predict, monitoring
 from satpipe.params import load_params
-from satpipe.tileindex import is_inference_tile, load_index
+from satpipe.tileindex import group_by_scene, is_inference_tile, load_index
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ def main(args: argparse.Namespace) -> None:
         )
     write_json(args.predictions, {"metadata": metadata, "predictions": records})
     features = []
+    by_scene = group_by_scene(records)
     for sid, scene in index["scenes"].items():  # records are grouped by scene, in this order
-        mine = [r for r in records if r["scene"] == sid]
+        mine = by_scene.get(sid, [])
         if mine:
             fc = feature_collection(
                 CRS.from_wkt(scene["crs_wkt"]),

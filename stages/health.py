@@ -20,7 +20,7 @@ from satpipe.drift import STATUSES, health_report
 from satpipe.files import read_json, write_json
 from satpipe.model import CLASSES, Model
 from satpipe.params import HealthParams, load_params
-from satpipe.tileindex import is_training_tile
+from satpipe.tileindex import group_by_scene, is_training_tile
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ def main(args: argparse.Namespace) -> None:
     failed = meta["failed"]
     overall = _compare(records, len(failed), meta["tiles_total"], model, hp)
     scenes = {}
-    for sid in sorted({r["scene"] for r in records} | {f["scene"] for f in failed}):
-        mine = [r for r in records if r["scene"] == sid]
-        n_failed = sum(f["scene"] == sid for f in failed)
+    records_by, failed_by = group_by_scene(records), group_by_scene(failed)
+    for sid in sorted(records_by.keys() | failed_by.keys()):
+        mine, n_failed = records_by.get(sid, []), len(failed_by.get(sid, []))
         scene = _compare(mine, n_failed, len(mine) + n_failed, model, hp)
         scenes[sid] = {k: scene[k] for k in ("status", "figures", "prediction_fractions")}
     by_status = {s: sorted(k for k, v in scenes.items() if v["status"] == s) for s in STATUSES}

@@ -15,7 +15,7 @@ from satpipe import model as model_lib
 from satpipe.errors import ModelError
 from satpipe.files import write_json
 from satpipe.params import load_params
-from satpipe.tileindex import index_hash, is_training_tile, load_index
+from satpipe.tileindex import group_by_scene, index_hash, is_training_tile, load_index
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -39,13 +39,14 @@ def main(args: argparse.Namespace) -> None:
             "use more tiles, or give a scene the role 'train'"
         )
     values = np.array([t["mean_intensity"] for t in train], dtype=np.float64)
+    train_by = group_by_scene(train)
     training = {
         "tile_index_sha256": index_hash(args.index),
         "scenes": {
             sid: {
                 "role": sc["role"],
                 "sha256": sc["sha256"],
-                "tiles": sum(t["scene"] == sid for t in train),
+                "tiles": len(train_by.get(sid, [])),
             }
             for sid, sc in index["scenes"].items()
         },

@@ -173,7 +173,7 @@ def test_feature_band_out_of_range(make_raster, tmp_path: Path) -> None:
 def test_index_features_match_tile_files(make_raster, tmp_path: Path) -> None:
     """The feature recorded at tiling time is bit-identical to one computed from the file."""
     from satpipe.features import tile_features
-    from satpipe.raster import read_tile_file
+    from satpipe.raster import decode_tile, read_file_bytes
 
     scene, meta = _scene(
         make_raster,
@@ -184,7 +184,8 @@ def test_index_features_match_tile_files(make_raster, tmp_path: Path) -> None:
     )
     entries, _ = _cut(scene, meta, tmp_path / "tiles", stride=20)
     for entry in entries:
-        raster = read_tile_file(tmp_path / "tiles" / entry["file"])
+        path = tmp_path / "tiles" / entry["file"]
+        raster = decode_tile(read_file_bytes(path), str(path))
         feats = tile_features(raster.data, raster.nodata, FeatureSpec())
         assert feats.mean_intensity == entry["mean_intensity"]
         assert feats.valid_fraction == entry["valid_fraction"]
