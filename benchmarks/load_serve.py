@@ -115,8 +115,16 @@ def client_main(args: argparse.Namespace) -> None:
     else:
         tiles_dir = Path(args.repo) / args.tiles_dir
         requests = [_upload_request(t, (tiles_dir / t).read_bytes()) for t in tiles]
-    warm = asyncio.run(_drive(args.port, requests, args.connections, args.warmup))
-    out = asyncio.run(_drive(args.port, requests, args.connections, args.duration))
+    try:  # uvloop, as the server uses: the client shares the cores, so it should cost little
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
+    warm = run(_drive(args.port, requests, args.connections, args.warmup))
+    cpu = time.process_time()
+    out = run(_drive(args.port, requests, args.connections, args.duration))
+    out["client_cores"] = (time.process_time() - cpu) / out["elapsed"]
     out["warmup_requests"] = len(warm["latencies"])
     out["body_bytes"] = statistics.mean(len(r) for r in requests)
     print(json.dumps(out))
@@ -161,7 +169,8 @@ def _report(name: str, result: dict, cores: float) -> None:
         f"{name}: {n} requests in {result['elapsed']:.1f}s = {rate:.0f} req/s | latency ms "
         f"p50 {pct(50):.2f} p95 {pct(95):.2f} p99 {pct(99):.2f} max {lat[-1] * 1e3:.2f} | "
         f"statuses {result['statuses']} | errors {sum(result['errors'].values())} "
-        f"{result['errors'] or ''} | server CPU {cores:.2f} cores (incl. client start-up) | "
+        f"{result['errors'] or ''} | CPU: server {cores:.2f} cores (incl. client start-up), "
+        f"client {result['client_cores']:.2f} cores | "
         f"body {result['body_bytes'] / 1024:.0f} KiB"
     )
 

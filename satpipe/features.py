@@ -76,19 +76,26 @@ def tile_features(data: np.ndarray, nodata: float | None, spec: FeatureSpec) -> 
     Returns:
         The valid fraction and the mean intensity (None when no pixel is valid).
     """
-    selected = data[spec.indexes(data.shape[0])]
+    indexes = spec.indexes(data.shape[0])
+    selected = data if indexes == list(range(data.shape[0])) else data[indexes]
     mask = valid_mask(selected, nodata)
     count = int(np.count_nonzero(mask))
     total_pixels = mask.size
     if count == 0:
         return TileFeatures(0.0, None)
-    if count == total_pixels:
-        values = selected.reshape(selected.shape[0], -1)
-    else:
-        values = selected[:, mask]
-    if values.dtype.kind in "iu":
-        total = int(values.sum(dtype=np.int64 if values.dtype.kind == "i" else np.uint64))
+    if selected.dtype.kind in "iu":
+        acc = np.int64 if selected.dtype.kind == "i" else np.uint64
+        if count == total_pixels:
+            total = int(selected.sum(dtype=acc))
+        elif 2 * count >= total_pixels:
+            # Mostly valid: everything minus the few invalid pixels (exact in integers, and
+            # cheaper than gathering the many valid ones).
+            total = int(selected.sum(dtype=acc)) - int(selected[:, ~mask].sum(dtype=acc))
+        else:
+            total = int(selected[:, mask].sum(dtype=acc))
         mean = total / (count * selected.shape[0])
     else:
+        bands = selected.shape[0]
+        values = selected.reshape(bands, -1) if count == total_pixels else selected[:, mask]
         mean = float(np.ascontiguousarray(values, dtype=np.float64).sum()) / values.size
     return TileFeatures(count / total_pixels, mean)

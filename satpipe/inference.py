@@ -25,7 +25,7 @@ from satpipe.errors import SatpipeError, TileError
 from satpipe.features import tile_features
 from satpipe.files import sha256_bytes
 from satpipe.model import CLASSES, Model
-from satpipe.raster import Raster, decode_tile, read_file_bytes
+from satpipe.raster import FileSignature, Raster, decode_tile, read_file_signed
 from satpipe.tileindex import group_by_scene
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,53 @@ def predict_raster(raster: Raster, model: Model, name: str) -> Prediction:
     )
 
 
-def predict_file(path: Path | str, model: Model, expected_sha256: str | None = None) -> Prediction:
+class VerifiedFiles:
+    """Files whose bytes matched an expected sha256, remembered by their signature.
+
+    A long-running reader (the REST service) sees the same tiles again and again; once a tile's
+    bytes have matched the index, an unchanged signature (device, inode, size, mtime and ctime
+    in ns, see :func:`~satpipe.raster.read_file_signed`) stands for the same bytes, as in DVC's
+    state database, and the hash is skipped. Any write, rename over or replacement changes the
+    signature and the file is hashed again. Safe to share between threads; bounded in size.
+    """
+
+    def __init__(self, max_entries: int = 1 << 16) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[tuple[FileSignature, str], None] = {}
+
+    def __contains__(self, key: tuple[FileSignature, str]) -> bool:
+        return key in self._seen
+
+    def add(self, key: tuple[FileSignature, str]) -> None:
+        """Remember a (signature, sha256) pair that was checked."""
+        if len(self._seen) >= self.max_entries:
+            self._seen.clear()
+        self._seen[key] = None
+
+
+def predict_file(
+    path: Path | str,
+    model: Model,
+    expected_sha256: str | None = None,
+    verified: VerifiedFiles | None = None,
+) -> Prediction:
     """Read a tile file once and classify it, optionally checking its sha256 first.
+
+    With ``verified``, a file already checked against ``expected_sha256`` and unchanged since
+    is not hashed again.
 
     Raises:
         TileError: the content does not match ``expected_sha256``, or the tile is unusable.
         RasterReadError, NotGeoTIFFError: the file cannot be read as a GeoTIFF.
     """
-    blob = read_file_bytes(path)
-    if expected_sha256 is not None and (got := sha256_bytes(blob)) != expected_sha256:
-        raise TileError(f"{path}: sha256 is {got}; the tile index says {expected_sha256}")
+    blob, signature = read_file_signed(path)
+    if expected_sha256 is not None:
+        key = (signature, expected_sha256)
+        if verified is None or key not in verified:
+            if (got := sha256_bytes(blob)) != expected_sha256:
+                raise TileError(f"{path}: sha256 is {got}; the tile index says {expected_sha256}")
+            if verified is not None:
+                verified.add(key)
     return predict_raster(decode_tile(blob, str(path)), model, str(path))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -209,13 +210,32 @@ def decode_tile(data: bytes, name: str, max_samples: int = MAX_TILE_SAMPLES) -> 
             return Raster(array, src.transform, src.crs, src.nodata)
 
 
+FileSignature = tuple[int, int, int, int, int]
+
+
 def read_file_bytes(path: Path | str) -> bytes:
     """Read a whole (tile) file, naming it if that fails.
 
     Raises:
         RasterReadError: the file cannot be read.
     """
+    return read_file_signed(path)[0]
+
+
+def read_file_signed(path: Path | str) -> tuple[bytes, FileSignature]:
+    """Read a whole file and its signature: device, inode, size, mtime and ctime (ns).
+
+    The signature is taken from the open descriptor before reading, so it describes the file
+    the bytes came from (through any symlink). A file whose signature is unchanged has not been
+    written since (what DVC's own state database relies on to skip rehashing).
+
+    Raises:
+        RasterReadError: the file cannot be read.
+    """
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
     except OSError as exc:
         raise RasterReadError(f"{path}: cannot read tile file: {exc.strerror or exc}") from exc
+    return data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)

@@ -8,15 +8,18 @@ lifespan loads and verifies the pinned model once; routes share it read-only.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import CapacityLimiter
 from anyio.to_thread import run_sync
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 import satpipe
-from satpipe import logs
+from satpipe import logs, malloc
 from serve import errors, routes
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.service import Service
@@ -43,18 +46,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: :meth:`Settings.from_env`)."""
     settings = settings if settings is not None else Settings.from_env()
     _configure_logging(settings)
+    malloc.tune_for_threads()  # tiles are classified in worker threads (see satpipe.malloc)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await run_sync(Service.load, settings)
         app.state.service = service
+        app.state.limiter = CapacityLimiter(settings.classify_threads or os.cpu_count() or 1)
         if service.loaded is not None:
             loaded = service.loaded
             metrics.model.labels(loaded.model.version, loaded.md5, loaded.origin).set(1)
             metrics.ready.set(1)
             logs.set_model(loaded.model.version)
-        yield
+        # A thread that released the GIL (to decode or hash) waits up to this long for it back
+        # while another holds it; Python's 5 ms default shows up directly in the tail latency.
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(settings.switch_interval_ms / 1000)
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(previous)
 
     app = FastAPI(
         title="satpipe inference",

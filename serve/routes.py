@@ -2,19 +2,18 @@
 
 Failures are domain errors raised by the service and turned into statuses by :mod:`serve.errors`.
 
-Speed: routes and dependencies are ``async``; classification runs in worker threads, at most one
-per core (:func:`offload`). Decoding a tile (GDAL) and hashing it release the GIL, so a second
-core decodes while the event loop parses the next request: measured with
-``benchmarks/load_serve.py`` on 2 cores, /infer by path went from 441-448 req/s classified on the
-event loop to 554-565 req/s offloaded. Capping the threads at the core count keeps requests from
-contending for the GIL in more threads than can run.
+Speed: routes and dependencies are ``async``; classification runs in worker threads, at most
+``classify_threads`` at once (one per core by default, :meth:`Ready.offload`). Decoding a tile
+(GDAL) and hashing it release the GIL, so a second core decodes while the event loop parses the
+next request: measured with ``benchmarks/load_serve.py`` on 2 cores, /infer by path went from
+441-448 req/s classified on the event loop to 554-565 req/s offloaded. The app also shortens
+the GIL switch interval and tunes glibc for threads (see :mod:`serve.app`, :mod:`satpipe.malloc`).
 """
 
 from __future__ import annotations
 
 import hmac
 import importlib.metadata
-import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,12 +63,18 @@ class Ready:
     service: Service
     loaded: LoadedModel
     metrics: Metrics
+    limiter: CapacityLimiter
+
+    async def offload(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in a worker thread, at most ``classify_threads`` at a time."""
+        return await run_sync(fn, *args, limiter=self.limiter)
 
 
 async def get_ready(request: Request) -> Ready:
     """The service and its verified pinned model (503 through :class:`NotReadyError`)."""
-    service: Service = request.app.state.service
-    return Ready(service, service.require_ready(), request.app.state.metrics)
+    state = request.app.state
+    service: Service = state.service
+    return Ready(service, service.require_ready(), state.metrics, state.limiter)
 
 
 # One dependency per route keeps FastAPI's per-request dependency solving short.
@@ -83,17 +88,6 @@ async def require_api_key(request: Request, key: Annotated[str | None, Security(
         return
     if key is None or not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
         raise AuthError(f"missing or wrong API key in the {API_KEY_HEADER} header")
-
-
-_limiter: CapacityLimiter | None = None
-
-
-async def offload(fn: Callable[..., T], *args: object) -> T:
-    """Run ``fn(*args)`` in a worker thread, at most one per core at a time."""
-    global _limiter
-    if _limiter is None:  # created lazily: it belongs to the running event loop
-        _limiter = CapacityLimiter(os.cpu_count() or 1)
-    return await run_sync(fn, *args, limiter=_limiter)
 
 
 def _errors(*codes: int) -> dict[int | str, dict]:
@@ -135,7 +129,7 @@ async def metrics(request: Request) -> Response:
 async def infer(body: InferRequest, ctx: ReadyDep) -> InferResult:
     """Classify a tile of the tiles directory, given its path relative to that directory."""
     tile = ctx.service.resolve(body.tile_path)
-    result = await offload(ctx.service.classify, tile, ctx.loaded)
+    result = await ctx.offload(ctx.service.classify, tile, ctx.loaded)
     ctx.metrics.predictions.labels(result.prediction, result.model_version).inc()
     return result
 
@@ -156,7 +150,7 @@ def _batch(service: Service, paths: list[str], loaded: LoadedModel) -> list[Batc
 async def infer_batch(body: BatchRequest, ctx: ReadyDep) -> BatchResponse:
     """Classify a list of tile paths; one result or one error (status, detail) per item."""
     loaded = ctx.loaded
-    items = await offload(_batch, ctx.service, body.tile_paths, loaded)
+    items = await ctx.offload(_batch, ctx.service, body.tile_paths, loaded)
     for item in items:
         if item.result is not None:
             ctx.metrics.predictions.labels(item.result.prediction, loaded.model.version).inc()
@@ -178,7 +172,7 @@ async def infer_upload(
     """Classify an uploaded GeoTIFF tile (multipart field ``file``)."""
     data = await file.read()
     name = file.filename or "tile"
-    result = await offload(ctx.service.infer_upload, data, name, ctx.loaded)
+    result = await ctx.offload(ctx.service.infer_upload, data, name, ctx.loaded)
     ctx.metrics.predictions.labels(result.prediction, result.model_version).inc()
     return result
 

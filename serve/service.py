@@ -25,7 +25,7 @@ from typing import Any
 from satpipe import lockfile
 from satpipe import model as model_lib
 from satpipe.errors import LockfileError, ModelError, SatpipeError
-from satpipe.inference import Prediction, predict_file, predict_raster
+from satpipe.inference import Prediction, VerifiedFiles, predict_file, predict_raster
 from satpipe.raster import decode_tile
 from serve.errors import NotReadyError
 from serve.expectations import Expectations
@@ -69,6 +69,7 @@ class Service:
         self.roots = TileRoots.from_dirs(self.tiles_dir, None)
         self._lock_signature: tuple[int, int, int] | None = None
         self._stale: str | None = None
+        self.verified = VerifiedFiles()
 
     @classmethod
     def load(cls, settings: Settings) -> Service:
@@ -195,12 +196,16 @@ class Service:
     def classify(self, tile: TileFile, loaded: LoadedModel) -> InferResult:
         """Classify a resolved tile with :func:`predict_file`, checking its sha256 when indexed.
 
+        A tile unchanged since its bytes last matched the index is not hashed again
+        (:class:`~satpipe.inference.VerifiedFiles`).
+
         Raises:
             SatpipeError: the tile cannot be classified (the message names ``tile.raw``).
         """
         entry = self.index.get(tile.raw)
         try:
-            pred = predict_file(tile.path, loaded.model, entry["sha256"] if entry else None)
+            sha = entry["sha256"] if entry else None
+            pred = predict_file(tile.path, loaded.model, sha, self.verified)
         except SatpipeError as exc:
             # Name the tile as the client did, not by the server's absolute path.
             raise type(exc)(str(exc).replace(str(tile.path), tile.raw)) from exc

@@ -39,6 +39,15 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="/infer/upload body")
     max_json_bytes: int = Field(1024 * 1024, ge=1024, description="JSON request bodies")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    classify_threads: int | None = Field(
+        None, ge=1, le=256, description="tiles classified at once, in threads (none: one per core)"
+    )
+    switch_interval_ms: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="how long a thread may hold the GIL while another waits (Python: 5 ms)",
+    )
 
     @property
     def repo_root(self) -> Path:

@@ -54,6 +54,28 @@ def test_integer_mean_is_exact_and_layout_independent() -> None:
     assert a == int(copy[:, mask].astype(np.int64).sum()) / (4 * mask.sum())
 
 
+@pytest.mark.parametrize("invalid_fraction", [0.0, 0.01, 0.3, 0.5, 0.7, 0.99])
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "int32"])
+def test_integer_mean_equals_the_plain_masked_sum(invalid_fraction: float, dtype: str) -> None:
+    # Mostly-valid and mostly-invalid tiles take different (cheaper) sums; both must give the
+    # exact mean over valid pixels, on an odd-sized tile.
+    rng = np.random.default_rng(int(invalid_fraction * 100))
+    info = np.iinfo(dtype)
+    data = rng.integers(max(info.min, -30000), min(info.max, 60000), (3, 37, 53), dtype=dtype)
+    nodata = 1 if info.min == 0 else -1
+    data[data == nodata] = 2
+    holes = rng.random((37, 53)) < invalid_fraction
+    data[rng.integers(0, 3, size=holes.sum()), *np.nonzero(holes)] = nodata
+    mask = valid_mask(data, nodata)
+    feats = tile_features(data, nodata, FeatureSpec())
+    assert feats.valid_fraction == mask.sum() / mask.size
+    assert feats.mean_intensity == int(data[:, mask].astype(np.int64).sum()) / (3 * mask.sum())
+    sel = tile_features(data, nodata, FeatureSpec((3, 1)))
+    sub = data[[2, 0]]
+    sub_mask = valid_mask(sub, nodata)
+    assert sel.mean_intensity == int(sub[:, sub_mask].astype(np.int64).sum()) / (2 * sub_mask.sum())
+
+
 def _fit(values: list[float]) -> model_lib.Model:
     return model_lib.fit(
         np.array(values),

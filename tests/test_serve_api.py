@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from satpipe import lockfile
+from serve.app import create_app
 from serve.errors import SettingsError
 from serve.schemas import MAX_BATCH
 from serve.settings import Settings
@@ -247,12 +249,25 @@ def test_settings_come_from_satpipe_variables() -> None:
             "SATPIPE_REV": "v1",
             "SATPIPE_CORS_ORIGINS": "https://a.example, https://b.example",
             "SATPIPE_MAX_UPLOAD_BYTES": "2048",
+            "SATPIPE_CLASSIFY_THREADS": "3",
             "OTHER": "ignored",
         }
     )
     assert got.repo == Path("/srv/pipeline") and got.rev == "v1"
     assert got.cors_origins == ("https://a.example", "https://b.example")
     assert got.max_upload_bytes == 2048 and got.api_key is None
+    assert got.classify_threads == 3 and got.switch_interval_ms == 0.2
+
+
+def test_the_gil_switch_interval_is_set_while_serving_and_restored(pipeline_repo: Path) -> None:
+    before = sys.getswitchinterval()
+    app = create_app(Settings(repo=pipeline_repo, switch_interval_ms=0.5, classify_threads=1))
+    with TestClient(app) as started:
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        assert app.state.limiter.total_tokens == 1
+        tile = next(iter(_index(pipeline_repo)["tiles"]))["file"]
+        assert started.post("/infer", json={"tile_path": tile}).status_code == 200
+    assert sys.getswitchinterval() == before
 
 
 @pytest.mark.parametrize(
@@ -261,6 +276,8 @@ def test_settings_come_from_satpipe_variables() -> None:
         ({"SATPIPE_MAX_UPLOAD_BYTE": "1"}, "unknown setting SATPIPE_MAX_UPLOAD_BYTE"),
         ({"SATPIPE_MAX_UPLOAD_BYTES": "lots"}, "SATPIPE_MAX_UPLOAD_BYTES='lots'"),
         ({"SATPIPE_LOG_LEVEL": "LOUD"}, "SATPIPE_LOG_LEVEL='LOUD'"),
+        ({"SATPIPE_CLASSIFY_THREADS": "0"}, "SATPIPE_CLASSIFY_THREADS='0'"),
+        ({"SATPIPE_SWITCH_INTERVAL_MS": "0"}, "SATPIPE_SWITCH_INTERVAL_MS='0'"),
     ],
 )
 def test_bad_settings_fail_naming_the_variable(env: dict[str, str], message: str) -> None:
