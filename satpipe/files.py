@@ -57,7 +57,11 @@ def _clean(value: Any) -> Any:
 
 def canonical_json(value: Any, *, indent: int | None = 1) -> str:
     """Serialise ``value`` deterministically: sorted keys, no NaN, trailing newline."""
-    return json.dumps(_clean(value), sort_keys=True, indent=indent, allow_nan=False) + "\n"
+    try:  # the common case: nothing to clean (cleaning first cost as much as encoding)
+        text = json.dumps(value, sort_keys=True, indent=indent, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere
+        text = json.dumps(_clean(value), sort_keys=True, indent=indent, allow_nan=False)
+    return text + "\n"
 
 
 def json_digest(value: Any) -> str:
