@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -61,6 +62,12 @@ def _same_tree(a: Path, b: Path) -> bool:
     return not mismatch and not errors and all(_same_tree(a / d, b / d) for d in cmp.common_dirs)
 
 
+def _logged_seconds(log: list[str], what: str) -> float:
+    """The seconds a stage logged for its own work (``wrote``/``inferred ... in 1.23s``)."""
+    found = re.search(rf"{what} \d+ tiles .*? in (\d+\.\d+)s", log[-1])
+    return float(found.group(1)) if found else float("nan")
+
+
 def bench(key: str, workdir: Path) -> dict[str, float]:
     """Run the floor and every engine on workload ``key``; print and return the times."""
     count, size = WORKLOADS[key]
@@ -83,11 +90,13 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
     )
     shutil.rmtree(workdir / "floor_tiles")
     rows: dict[str, tuple[float, float, float]] = {}
+    work: dict[str, tuple[float, float]] = {}
     reference: Path | None = None
     for label, engine in ENGINES.items():
         _params(workdir, count, size, engine)
         out = workdir / label.replace("/", "-")
         out.mkdir()
+        log: list[str] = []
         tile = run(
             [
                 py,
@@ -102,7 +111,9 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
                 "../params.yaml",
             ],
             out,
+            log,
         )
+        tile_work = _logged_seconds(log, "wrote")
         run(
             [
                 py,
@@ -130,8 +141,10 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
                 "../params.yaml",
             ],
             out,
+            log,
         )
         rows[label] = (tile[0], infer[0], max(tile[1], infer[1]))
+        work[label] = (tile_work, _logged_seconds(log, "inferred"))
         if reference is None:
             reference = out
         elif not _same_tree(reference, out):
@@ -148,6 +161,13 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
         f"{(many[0] + many[1]) / floor[0]:.2f}x floor (target <= 1.3); speed-up {CORES} vs 1 "
         f"worker: tile {one[0] / many[0]:.2f}x, infer {one[1] / many[1]:.2f}x (target >= 1.7); "
         f"dask/local: {(dask[0] + dask[1]) / (many[0] + many[1]):.2f}x (target <= 1.5)"
+    )
+    (one_t, one_i), (many_t, many_i) = work["local/1"], work[f"local/{CORES}"]
+    print(
+        "  in-stage time (from each stage's log: after interpreter start-up, imports and params; "
+        f"batch_infer's excludes writing its outputs): local/1 tile {one_t:.2f}s infer "
+        f"{one_i:.2f}s, local/{CORES} tile {many_t:.2f}s infer {many_i:.2f}s: speed-up tile "
+        f"{one_t / many_t:.2f}x, infer {one_i / many_i:.2f}x"
     )
     return {"floor": floor[0], "local": many[0] + many[1]}
 

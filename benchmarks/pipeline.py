@@ -77,8 +77,10 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def run(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
+def run(cmd: list[str], cwd: Path, log: list[str] | None = None) -> tuple[float, float, float]:
     """Run ``cmd``; return (wall s, peak memory MiB of its process tree, peak RSS of one process).
+
+    The command's stderr (its log) is appended to ``log`` when one is given.
 
     The tree (the stage and its worker processes) is sampled every 25 ms. The tree's
     total is the sum of PSS (proportional set size: a page shared by forked workers is split
@@ -102,6 +104,8 @@ def run(cmd: list[str], cwd: Path) -> tuple[float, float, float]:
     stderr = proc.stderr.read() if proc.stderr else ""
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{stderr}")
+    if log is not None:
+        log.append(stderr)
     return elapsed, peak_total / 2**20, peak_one / 2**20
 
 
