@@ -43,7 +43,7 @@ class Settings(BaseModel):
         None, ge=1, le=256, description="tiles classified at once, in threads (none: one per core)"
     )
     switch_interval_ms: float = Field(
-        0.2,
+        0.05,
         gt=0,
         le=100,
         description="how long a thread may hold the GIL while another waits (Python: 5 ms)",

@@ -256,7 +256,7 @@ def test_settings_come_from_satpipe_variables() -> None:
     assert got.repo == Path("/srv/pipeline") and got.rev == "v1"
     assert got.cors_origins == ("https://a.example", "https://b.example")
     assert got.max_upload_bytes == 2048 and got.api_key is None
-    assert got.classify_threads == 3 and got.switch_interval_ms == 0.2
+    assert got.classify_threads == 3 and got.switch_interval_ms == 0.05
 
 
 def test_the_gil_switch_interval_is_set_while_serving_and_restored(pipeline_repo: Path) -> None:
