@@ -216,15 +216,6 @@ def decode_tile(data: bytes, name: str, max_samples: int = MAX_TILE_SAMPLES) -> 
 FileSignature = tuple[int, int, int, int, int]
 
 
-def read_file_bytes(path: Path | str) -> bytes:
-    """Read a whole (tile) file, naming it if that fails.
-
-    Raises:
-        RasterReadError: the file cannot be read.
-    """
-    return read_file_signed(path)[0]
-
-
 def read_file_signed(path: Path | str) -> tuple[bytes, FileSignature]:
     """Read a whole file and its signature: device, inode, size, mtime and ctime (ns).
 

@@ -173,7 +173,7 @@ def test_feature_band_out_of_range(make_raster, tmp_path: Path) -> None:
 def test_index_features_match_tile_files(make_raster, tmp_path: Path) -> None:
     """The feature recorded at tiling time is bit-identical to one computed from the file."""
     from satpipe.features import tile_features
-    from satpipe.raster import decode_tile, read_file_bytes
+    from satpipe.raster import decode_tile
 
     scene, meta = _scene(
         make_raster,
@@ -185,7 +185,7 @@ def test_index_features_match_tile_files(make_raster, tmp_path: Path) -> None:
     entries, _ = _cut(scene, meta, tmp_path / "tiles", stride=20)
     for entry in entries:
         path = tmp_path / "tiles" / entry["file"]
-        raster = decode_tile(read_file_bytes(path), str(path))
+        raster = decode_tile(path.read_bytes(), str(path))
         feats = tile_features(raster.data, raster.nodata, FeatureSpec())
         assert feats.mean_intensity == entry["mean_intensity"]
         assert feats.valid_fraction == entry["valid_fraction"]
