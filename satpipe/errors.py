@@ -40,6 +40,10 @@ class AcquisitionTimeError(SceneError):
     """No acquisition time in the scene's tags and none given in params."""
 
 
+class LabelError(SceneError):
+    """A scene's label raster or its class mapping cannot be used."""
+
+
 class RasterReadError(SatpipeError, OSError):
     """Pixel data could not be read (truncated or corrupt file)."""
 

@@ -5,6 +5,11 @@ seed), ``file`` (a local GeoTIFF, copied) or ``http`` (downloaded and sha256-ver
 the source, the bytes land in a temporary file beside the output, pass
 :func:`satpipe.scene.inspect_scene`, and only then are the scene and its metadata JSON renamed
 into place, so a rejected scene leaves no output behind.
+
+Beside each scene ``<id>.tif`` and its metadata ``<id>.json``, ingest writes ``<id>.preview.tif``
+(a decimated copy for quick-looks, from the validation pass) and, when the scene has reference
+labels, ``<id>.labels.tif`` (see :mod:`satpipe.label_raster`): a synthetic scene's own truth, or the
+user's label raster resampled onto the scene's grid.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from satpipe import synthetic
+from satpipe import label_raster, synthetic
 from satpipe.download import download
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import ChecksumError, ParamsError, RasterReadError, SatpipeError, SceneError
@@ -42,11 +47,33 @@ def source_record(params: SceneParams) -> dict[str, Any]:
     return {"kind": "http", "url": params.url}
 
 
-def _acquire(params: SceneParams, tmp: Path, root: Path, retries: int, timeout: float) -> str:
-    """Put the scene's bytes at ``tmp``; return the name used in messages."""
+def _synthetic_labels(params: SceneParams, counts: dict[int, int], file: str) -> dict[str, Any]:
+    """Metadata of a synthetic scene's own label raster."""
+    mapping = (params.labels.classes if params.labels else None) or synthetic.LABEL_CLASSES
+    listed = {code for codes in mapping.values() for code in codes} - {synthetic.LABEL_NODATA}
+    return {
+        "file": file,
+        "classes": mapping,
+        "codes": {str(code): name for code, name in synthetic.SURFACES.items()},
+        "source": {"kind": "synthetic"},
+        "dtype": "uint8",
+        "nodata": synthetic.LABEL_NODATA,
+        "labelled_fraction": sum(counts[c] for c in listed) / (params.width * params.height),
+    }
+
+
+def _acquire(
+    params: SceneParams, tmp: Path, labels_tmp: Path, root: Path, retries: int, timeout: float
+) -> tuple[str, dict[int, int] | None]:
+    """Put the scene's bytes at ``tmp``; return the name used in messages.
+
+    A synthetic scene also writes its label raster at ``labels_tmp`` and returns its code counts.
+    """
     if params.source == "synthetic":
-        synthetic.write_scene(tmp, width=params.width, height=params.height, seed=params.seed)
-        return f"synthetic scene (seed {params.seed})"
+        counts = synthetic.write_scene(
+            tmp, width=params.width, height=params.height, seed=params.seed, labels_path=labels_tmp
+        )
+        return f"synthetic scene (seed {params.seed})", counts
     if params.source == "file":
         src = Path(params.path or "")
         src = src if src.is_absolute() else root / src
@@ -56,11 +83,11 @@ def _acquire(params: SceneParams, tmp: Path, root: Path, retries: int, timeout: 
             shutil.copyfile(src, tmp)
         except OSError as exc:
             raise RasterReadError(f"{params.path}: cannot copy: {exc.strerror or exc}") from exc
-        return str(params.path)
+        return str(params.path), None
     if params.url is None or params.sha256 is None:  # IngestParams enforces both for http
         raise ParamsError("ingest.url and ingest.sha256 are required for source 'http'")
     download(params.url, tmp, sha256=params.sha256, retries=retries, timeout=timeout)
-    return params.url
+    return params.url, None
 
 
 def ingest(
@@ -73,6 +100,9 @@ def ingest(
     timeout: float = 30.0,
 ) -> dict[str, Any]:
     """Acquire, validate and write one scene and its metadata.
+
+    The scene's preview and label raster (if any) are written beside ``scene_out`` as
+    ``<stem>.preview.tif`` and ``<stem>.labels.tif``.
 
     Args:
         params: the scene (the ``ingest`` section, or one item of ``ingest.scenes``).
@@ -88,19 +118,49 @@ def ingest(
     Raises:
         SatpipeError: any validation, download or checksum failure, naming the scene.
     """
-    with atomic_path(scene_out, suffix=".tif") as tmp:
+    preview_out = scene_out.with_suffix(".preview.tif")
+    labels_out = scene_out.with_suffix(".labels.tif")
+    with ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(scene_out, suffix=".tif"))
+        preview_tmp = stack.enter_context(atomic_path(preview_out, suffix=".tif"))
         if isinstance(params, IngestParams):
             retries, timeout = params.retries, params.timeout
-        name = _acquire(params, tmp, root, retries, timeout)
+        labelled = params.source == "synthetic" or params.labels is not None
+        # Entered only when there are labels, so an unlabelled scene leaves no empty file.
+        labels_tmp = (
+            stack.enter_context(atomic_path(labels_out, suffix=".tif")) if labelled else tmp
+        )
+        name, counts = _acquire(params, tmp, labels_tmp, root, retries, timeout)
         meta = inspect_scene(
-            tmp, nodata_override=params.nodata, acquisition_time=params.acquisition_time, name=name
+            tmp,
+            nodata_override=params.nodata,
+            acquisition_time=params.acquisition_time,
+            name=name,
+            preview_out=preview_tmp,
         )
         if params.source == "file" and params.sha256 and meta["sha256"] != params.sha256:
             raise ChecksumError(
                 f"{params.path}: sha256 is {meta['sha256']}; expected {params.sha256} "
                 "(ingest.sha256)"
             )
-        meta = {"id": params.scene_id, "role": params.role, "source": source_record(params), **meta}
+        if counts is not None:
+            labels = _synthetic_labels(params, counts, labels_out.name)
+        elif params.labels is not None:
+            labels = label_raster.write_scene_labels(
+                params.labels, tmp, labels_tmp, root, retries=retries, timeout=timeout
+            )
+            labels["file"] = labels_out.name
+        else:
+            labels = None
+        step = meta.pop("preview_step")
+        meta = {
+            "id": params.scene_id,
+            "role": params.role,
+            "source": source_record(params),
+            **meta,
+            "preview": {"file": preview_out.name, "step": step},
+            "labels": labels,
+        }
         write_json(meta_out, meta)
     log.info(
         "ingested %s: %dx%d, %d bands %s, %s, acquired %s",

@@ -1,7 +1,8 @@
 """The model: a threshold on tile mean intensity, stored as JSON.
 
-A tile whose mean intensity is above the threshold is ``bright`` (cloud, bright soil, snow);
-otherwise it is ``dark``. The threshold is the mean of the training tiles' mean intensities.
+A tile whose mean intensity is above the threshold is ``bright`` (cloud, thin cirrus, snow);
+otherwise it is ``dark``. The threshold is the mean of the training tiles' mean intensities, or
+the one fitted to reference labels (see :mod:`satpipe.training`).
 The model file carries everything needed to use and audit it: the feature definition, the hash
 of the tile index it was fitted on, the params, a reference distribution of the training feature
 for drift checks, and a version id that is a UUID derived from all of that content (same inputs,
@@ -17,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from satpipe.classes import CLASSES
 from satpipe.errors import ModelError
 from satpipe.features import FeatureSpec
 from satpipe.files import json_digest, read_json
 
 MODEL_KIND = "mean-intensity-threshold"
 MODEL_SCHEMA = 1
-CLASSES = ("dark", "bright")
 # Namespace for uuid5 version ids: a fixed UUID so ids are stable across machines and releases.
 VERSION_NAMESPACE = uuid.UUID("5b8f0c1e-3d2a-5e7b-9a41-6c0d2f9e8b13")
 QUANTILE_LEVELS = tuple(round(i / 100, 2) for i in range(101))
@@ -99,14 +100,17 @@ def fit(
     feature: dict[str, Any],
     training: dict[str, Any],
     bins: int,
+    threshold: float | None = None,
 ) -> Model:
-    """Fit the threshold: the mean of the training tiles' mean intensities.
+    """Fit the model: the threshold and the reference distribution of the training feature.
 
     Args:
         features: training feature values, in tile-index order.
         feature: the feature definition (from the tile index).
-        training: provenance recorded in the model (tile index hash, params, tile ids count).
+        training: provenance recorded in the model (tile index hash, params, method, figures).
         bins: histogram bins of the reference distribution.
+        threshold: the threshold, when chosen by the caller (``train.method: fit``); by default
+            the mean of ``features``.
 
     Raises:
         ModelError: there is no training value.
@@ -114,7 +118,7 @@ def fit(
     values = np.asarray(features, dtype=np.float64)
     if values.size == 0:
         raise ModelError("no training tile: cannot fit a threshold on an empty set")
-    threshold = float(values.mean())
+    threshold = float(values.mean()) if threshold is None else float(threshold)
     reference = reference_distribution(values, bins)
     bright = int(np.count_nonzero(values > threshold))
     reference["class_fractions"] = {

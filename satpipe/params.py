@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from satpipe.classes import CLASSES
 from satpipe.errors import ParamsError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -36,6 +37,64 @@ def parse_iso8601(value: str) -> dt.datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
+
+
+class LabelParams(_Section):
+    """A scene's reference labels: a raster of integer class codes and what the codes mean.
+
+    The raster comes from ``path`` (a local GeoTIFF, absolute or relative to params.yaml) or
+    ``url`` (downloaded, verified against ``sha256`` like a scene). ``classes`` maps each model
+    class to the codes that mean it, e.g. ``{bright: [8, 9, 10, 11], dark: [4, 5, 6]}``; codes
+    not listed are unlabelled. A synthetic scene carries its own label raster: there only
+    ``classes`` may be set, to remap its surface codes.
+    """
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    classes: dict[str, list[int]] | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _check_sha256(cls, value: str | None) -> str | None:
+        if value is not None and not _SHA256.match(value.lower()):
+            raise ValueError("expected 64 hexadecimal characters")
+        return None if value is None else value.lower()
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, value: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - set(CLASSES))
+        if unknown:
+            raise ValueError(
+                f"names class {unknown[0]!r}, which the model does not have; expected classes "
+                f"among {list(CLASSES)}"
+            )
+        owner: dict[int, str] = {}
+        for name, codes in value.items():
+            if not codes:
+                raise ValueError(f"class {name!r} lists no code; expected a list of integers")
+            for code in codes:
+                if code in owner and owner[code] != name:
+                    raise ValueError(
+                        f"code {code} is listed under two classes ({owner[code]!r} and "
+                        f"{name!r}); expected each code under one class"
+                    )
+                owner[code] = name
+        return {name: sorted(set(codes)) for name, codes in value.items()}
+
+    @model_validator(mode="after")
+    def _check_source(self) -> LabelParams:
+        if self.path and self.url:
+            raise ValueError("{at}: set path or url, not both")
+        if self.url is not None:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"{{at}}.url {self.url!r} is not an http(s) URL")
+            if not self.sha256:
+                raise ValueError("{at}.url needs {at}.sha256 (downloads are always verified)")
+        return self
 
 
 _SCENE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -60,6 +119,7 @@ class SceneParams(_Section):
     height: int = Field(2048, ge=1, le=200_000)
     role: Literal["train", "infer", "both"] = "both"
     id: str | None = None
+    labels: LabelParams | None = None
 
     @field_validator("sha256")
     @classmethod
@@ -96,6 +156,19 @@ class SceneParams(_Section):
                 raise ValueError(f"{{at}}.url {self.url!r} is not an http(s) URL")
             if not self.sha256:
                 raise ValueError("source 'http' needs {at}.sha256 (downloads are always verified)")
+        labels = self.labels
+        if labels is not None:
+            if self.source == "synthetic" and (labels.path or labels.url):
+                raise ValueError(
+                    "a synthetic scene carries its own labels; {at}.labels may only set classes"
+                )
+            if self.source != "synthetic" and not (labels.path or labels.url):
+                raise ValueError("{at}.labels needs a path or a url to a label GeoTIFF")
+            if self.source != "synthetic" and not labels.classes:
+                raise ValueError(
+                    "{at}.labels needs classes: which codes mean which class, "
+                    "e.g. {bright: [8, 9, 10, 11], dark: [4, 5, 6]}"
+                )
         return self
 
     @property
@@ -154,6 +227,7 @@ class TileParams(_Section):
     max_nodata_fraction: float = Field(0.5, ge=0.0, le=1.0)
     keep_partial: bool = False
     compress: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
+    min_labelled_fraction: float = Field(0.5, gt=0.0, le=1.0)
 
     @property
     def step(self) -> int:
@@ -178,8 +252,14 @@ class FeaturesParams(_Section):
 
 
 class TrainParams(_Section):
-    """``train``: the deterministic training subset and the reference distribution."""
+    """``train``: the training subset, how the threshold is chosen, the reference distribution.
 
+    ``method`` ``mean`` sets the threshold to the mean of the training tiles' feature; ``fit``
+    picks the threshold that maximises balanced accuracy on the training tiles that have a
+    reference label (see :func:`satpipe.evaluation.fit_threshold`).
+    """
+
+    method: Literal["mean", "fit"] = "mean"
     fraction: float = Field(0.5, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0)
     histogram_bins: int = Field(20, ge=2, le=1000)

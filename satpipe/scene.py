@@ -5,17 +5,25 @@ driver (not the extension), the pixel type, the georeferencing (a CRS and a nort
 geotransform; GCP- or RPC-only files are refused), reads every internal block once (so truncated
 or corrupt pixel data fails here, naming the window) while a second thread hashes the file, counts
 valid pixels, and finds the acquisition time. It returns the metadata written beside the scene.
+
+The same pass keeps every k-th pixel of every k-th row (nearest-neighbour decimation, k chosen so
+the long side is at most :data:`PREVIEW_MAX_SIDE`) and can write them as the scene's *preview*: a
+small GeoTIFF with all bands, the scene's CRS and a transform scaled by k, from which quick-look
+images are drawn without reading the scene again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
+from affine import Affine
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -48,6 +56,7 @@ TIME_TAGS = (
     "TIFFTAG_DATETIME",
 )
 _CHUNK_BYTES = 16 << 20
+PREVIEW_MAX_SIDE = 1024
 
 
 def parse_time_tag(value: str) -> dt.datetime | None:
@@ -136,8 +145,27 @@ def check_georeferencing(src: DatasetReader, name: str | None = None) -> None:
         )
 
 
-def count_valid_pixels(src: DatasetReader, nodata: float | None, name: str | None = None) -> int:
+def preview_step(width: int, height: int, max_side: int = PREVIEW_MAX_SIDE) -> int:
+    """The decimation factor that brings the long side to at most ``max_side`` pixels."""
+    return max(1, math.ceil(max(width, height) / max_side))
+
+
+def count_valid_pixels(
+    src: DatasetReader,
+    nodata: float | None,
+    name: str | None = None,
+    preview: list[np.ndarray] | None = None,
+    step: int = 1,
+) -> int:
     """Read every block once (windowed, row order) and count pixels valid in every band.
+
+    Args:
+        src: the open scene.
+        nodata: its nodata value (None: only non-finite values are invalid).
+        name: how to name the scene in messages.
+        preview: if given, receives each chunk's every ``step``-th pixel of every ``step``-th
+            row (rows and columns 0, step, 2*step, ... of the scene), in row order.
+        step: the preview's decimation factor.
 
     Raises:
         RasterReadError: a block cannot be decoded, naming the file and that block's window.
@@ -154,7 +182,34 @@ def count_valid_pixels(src: DatasetReader, nodata: float | None, name: str | Non
             _raise_first_bad_block(src, chunk, name)
             raise
         valid += int(np.count_nonzero(valid_mask(data, nodata)))
+        if preview is not None:
+            preview.append(data[:, (-row_off) % step :: step, ::step].copy())
     return valid
+
+
+def write_preview(
+    path: Path | str, src: DatasetReader, parts: list[np.ndarray], step: int, nodata: float | None
+) -> None:
+    """Write the decimated pixels ``parts`` (from :func:`count_valid_pixels`) as a GeoTIFF."""
+    data = np.concatenate(parts, axis=1)
+    profile = {
+        "driver": "GTiff",
+        "width": data.shape[2],
+        "height": data.shape[1],
+        "count": src.count,
+        "dtype": src.dtypes[0],
+        "crs": src.crs,
+        "transform": src.transform @ Affine.scale(step),
+        "nodata": nodata,
+        "compress": "deflate",
+        "predictor": 2 if np.dtype(src.dtypes[0]).kind in "iu" else 3,
+        "interleave": "pixel",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = src.descriptions
+        dst.colorinterp = src.colorinterp
+        dst.update_tags(PREVIEW_STEP=str(step))
 
 
 def _raise_first_bad_block(src: DatasetReader, chunk: Window, name: str | None) -> None:
@@ -170,6 +225,7 @@ def inspect_scene(
     nodata_override: float | None = None,
     acquisition_time: str | None = None,
     name: str | None = None,
+    preview_out: Path | str | None = None,
 ) -> dict[str, Any]:
     """Validate a scene file and return its metadata.
 
@@ -178,6 +234,7 @@ def inspect_scene(
         nodata_override: nodata value to use instead of the file's (e.g. when it declares none).
         acquisition_time: ISO 8601 time used when the tags carry none.
         name: how to name the scene in messages (defaults to ``path``).
+        preview_out: where to write the scene's preview (see the module docstring), if anywhere.
 
     Raises:
         SceneError: one of its subclasses, naming the file, the value and what was expected.
@@ -188,7 +245,12 @@ def inspect_scene(
         digest = pool.submit(sha256_file, path)
         with open_scene(path, name=name, num_threads="ALL_CPUS") as src:
             meta = _describe(src, name, nodata_override, acquisition_time)
-            valid = count_valid_pixels(src, meta["nodata"], name)
+            step = preview_step(src.width, src.height)
+            parts: list[np.ndarray] | None = [] if preview_out is not None else None
+            valid = count_valid_pixels(src, meta["nodata"], name, parts, step)
+            if preview_out is not None and valid:
+                write_preview(preview_out, src, parts or [], step, meta["nodata"])
+                meta["preview_step"] = step
         meta["sha256"] = digest.result()
     if valid == 0:
         nodata, floating = meta["nodata"], np.dtype(meta["dtypes"][0]).kind == "f"

@@ -10,10 +10,19 @@ noise is interpolated with a smoothstep polynomial using only +, - and * (no tra
 functions, whose last bits vary between CPUs and libm builds), and per-pixel texture comes from a
 generator seeded by the block position, so blocks can be rendered in parallel threads in any order.
 The scene is written one row of blocks at a time, so memory stays flat however large it is.
+
+The generator's per-pixel decision is the scene's truth: :func:`write_scene` can write it beside
+the scene as a label raster on the same grid, one small integer code per surface
+(:data:`SURFACES`), from the same arrays the pixels were drawn from. A pixel is ``cloud`` where the
+cloud covers at least half of it (its blending weight is >= 0.5), else ``water``, else ``soil``
+where soil makes up at least half of the land mix, else ``vegetation``; ``nodata`` in the swath
+edge strip. :data:`LABEL_CLASSES` maps the codes to the model's classes the way Sentinel-2's Scene
+Classification is mapped: cloud is bright; water, vegetation and soil are dark.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -39,6 +48,10 @@ _WATER = np.array([900.0, 800.0, 600.0, 300.0])
 _VEGETATION = np.array([400.0, 700.0, 450.0, 3200.0])
 _SOIL = np.array([1300.0, 1600.0, 1900.0, 2600.0])
 _CLOUD = np.array([7500.0, 7600.0, 7700.0, 7900.0])
+# Label codes of the surfaces the generator draws (0 is nodata, declared as such in the raster).
+SURFACES = {0: "nodata", 1: "water", 2: "vegetation", 3: "soil", 4: "cloud"}
+LABEL_CLASSES = {"dark": [1, 2, 3], "bright": [4]}
+LABEL_NODATA = 0
 
 
 def acquisition_time(seed: int) -> str:
@@ -73,7 +86,10 @@ class _Noise:
         return out / self.total
 
 
-def _render(terrain: _Noise, cloud: _Noise, seed: int, width: int, window: Window) -> np.ndarray:
+def _render(
+    terrain: _Noise, cloud: _Noise, seed: int, width: int, window: Window
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of one window, and its surface codes (see :data:`SURFACES`)."""
     r0, c0, rows, cols = window.row_off, window.col_off, window.height, window.width
     e = terrain.window(r0, c0, rows, cols)
     cl = cloud.window(r0, c0, rows, cols)
@@ -94,13 +110,45 @@ def _render(terrain: _Noise, cloud: _Noise, seed: int, width: int, window: Windo
         band = np.clip(np.rint(value), 1, 10000).astype(np.uint16)
         band[nodata] = 0
         out[b] = band
-    return out
+    codes = np.where(water, np.uint8(1), np.where(soil >= 0.5, np.uint8(3), np.uint8(2)))
+    codes[alpha >= 0.5] = 4
+    codes[nodata] = LABEL_NODATA
+    return out, codes.astype(np.uint8)
 
 
-def write_scene(path: Path | str, *, width: int, height: int, seed: int) -> None:
+def _label_profile(width: int, height: int) -> dict:
+    return {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": CRS.from_epsg(CRS_EPSG),
+        "transform": from_origin(*ORIGIN, PIXEL_SIZE, PIXEL_SIZE),
+        "nodata": LABEL_NODATA,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "deflate",
+    }
+
+
+def write_scene(
+    path: Path | str,
+    *,
+    width: int,
+    height: int,
+    seed: int,
+    labels_path: Path | str | None = None,
+) -> dict[int, int]:
     """Write the synthetic scene for ``seed`` at ``width`` x ``height`` pixels to ``path``.
 
-    The file is a tiled (512 x 512), deflate-compressed GeoTIFF with nodata 0.
+    The file is a tiled (512 x 512), deflate-compressed GeoTIFF with nodata 0. With
+    ``labels_path``, the surface code of every pixel goes there too: a uint8 GeoTIFF on the same
+    grid, nodata 0, with the code meanings in its tags.
+
+    Returns:
+        How many pixels have each surface code (:data:`SURFACES`).
     """
     rng = np.random.default_rng([seed, 0])
     terrain = _Noise(rng, height, width, (1024, 512, 256, 128, 64, 32))
@@ -124,7 +172,15 @@ def write_scene(path: Path | str, *, width: int, height: int, seed: int) -> None
         "num_threads": "ALL_CPUS",  # parallel deflate; the bytes do not depend on it
     }
     log.info("writing synthetic scene %dx%d seed=%d", width, height, seed)
-    with rasterio.open(path, "w", **profile) as dst:
+    counts = np.zeros(len(SURFACES), dtype=np.int64)
+    with contextlib.ExitStack() as stack:
+        dst = stack.enter_context(rasterio.open(path, "w", **profile))
+        lab = None
+        if labels_path is not None:
+            lab = stack.enter_context(
+                rasterio.open(labels_path, "w", **_label_profile(width, height))
+            )
+            lab.update_tags(**{f"CODE_{code}": name for code, name in SURFACES.items()})
         dst.descriptions = BANDS
         dst.update_tags(
             ACQUISITION_TIME=acquisition_time(seed),
@@ -138,5 +194,9 @@ def write_scene(path: Path | str, *, width: int, height: int, seed: int) -> None
                     for c in range(0, width, BLOCK)
                 ]
                 blocks = pool.map(lambda w: _render(terrain, cloud, seed, width, w), row)
-                for window, block in zip(row, blocks, strict=True):
+                for window, (block, codes) in zip(row, blocks, strict=True):
                     dst.write(block, window=window)
+                    if lab is not None:
+                        lab.write(codes, 1, window=window)
+                    counts += np.bincount(codes.ravel(), minlength=len(SURFACES))
+    return {code: int(n) for code, n in enumerate(counts)}

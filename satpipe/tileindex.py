@@ -2,15 +2,17 @@
 
 Each entry holds the tile id (``<scene id>/r<row>_c<col>``), its scene, its file (relative to the
 tiles directory), its window in its scene, its bounds in its scene's CRS, the sha256 of the tile
-file, and the per-tile figures measured when it was cut (valid fraction, mean intensity). The
-header records every scene (identity, size, CRS, role, tile counts), the tiling params and the
-feature definition, so the index alone says how every tile was made. Its content hash identifies
-a training set.
+file, the per-tile figures measured when it was cut (valid fraction, mean intensity), and its
+labelled fraction and reference class (None without labels, see :mod:`satpipe.labels`). The
+header records every scene (identity, size, CRS, role, labels, tile counts), the tiling params
+and the feature definition, so the index alone says how every tile was made. Its content hash
+identifies a training set.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ SCENE_KEYS = (
     "nodata",
     "acquisition_time",
     "source",
+    "labels",
+    "preview",
 )
 
 
@@ -59,7 +63,7 @@ def build_index(
     for meta, skips in zip(scenes, skipped, strict=True):
         tiles = len(by_scene.get(meta["id"], []))
         header[meta["id"]] = {
-            **{k: meta[k] for k in SCENE_KEYS},
+            **{k: meta.get(k) for k in SCENE_KEYS},
             "tiles": tiles,
             "tiles_skipped": skips,
         }
@@ -128,3 +132,22 @@ def is_training_tile(tile: str, role: str, seed: int, fraction: float) -> bool:
 def is_inference_tile(role: str) -> bool:
     """Whether a tile's scene is classified by batch inference (roles ``infer`` and ``both``)."""
     return role in ("infer", "both")
+
+
+def held_out_filter(
+    training: dict[str, Any], index_sha256: str
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether a tile-index entry was left out of a model's training.
+
+    When inference ran on the index the model was fitted on (same sha256), the tiles the model
+    trained on are not held out; on any other index every tile is.
+
+    Args:
+        training: the model's ``training`` record (index hash, scene roles, params).
+        index_sha256: the sha256 of the tile index the predictions come from.
+    """
+    if index_sha256 != training["tile_index_sha256"]:
+        return lambda tile: True
+    roles = {sid: scene["role"] for sid, scene in training["scenes"].items()}
+    seed, fraction = training["params"]["seed"], training["params"]["fraction"]
+    return lambda tile: not is_training_tile(tile["id"], roles[tile["scene"]], seed, fraction)

@@ -14,6 +14,9 @@ offsets (``r{row_off:06d}_c{col_off:06d}.tif``). The scene is read with windowed
 row order, in bands of whole internal blocks so that each block is decoded about once; each band
 is a task for a :mod:`satpipe.engine` (inline, a process pool, or Dask), and results are
 assembled in grid order, so the output does not depend on the engine or the number of workers.
+
+When the scene has a label raster (see :mod:`satpipe.labels`), the same rows of it are read with
+each band of tiles, and every tile's entry records its labelled fraction and reference class.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec, tile_features
 from satpipe.files import sha256_bytes
+from satpipe.labels import LabelLookup, tile_reference
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
 
 log = logging.getLogger(__name__)
@@ -116,6 +120,9 @@ class TileContext:
     spec: FeatureSpec
     max_nodata: float
     scene_id: str | None = None
+    labels: Path | None = None
+    lookup: LabelLookup | None = None
+    min_labelled: float = 0.5
 
 
 def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Counter]:
@@ -126,6 +133,10 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
     with open_scene(ctx.scene) as src:
         data = read_window(src, Window(0, job.row_off, src.width, job.rows))
         scene_transform = src.transform
+    codes = None
+    if ctx.labels is not None:
+        with open_scene(ctx.labels) as lab:
+            codes = read_window(lab, Window(0, job.row_off, lab.width, job.rows), [1])[0]
     entries, skipped = [], Counter()
     for win in job.windows:
         r0 = win.row_off - job.row_off
@@ -143,6 +154,13 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
         if ctx.scene_id is not None:
             tid = f"{ctx.scene_id}/{tid}"
         (ctx.out_dir / f"{tid}.tif").write_bytes(blob)
+        ref = None
+        if codes is not None and ctx.lookup is not None:
+            ref = tile_reference(
+                codes[r0 : r0 + win.height, win.col_off : win.col_off + win.width],
+                ctx.lookup,
+                ctx.min_labelled,
+            )
         entries.append(
             {
                 "id": tid,
@@ -158,6 +176,8 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
                 **({"scene": ctx.scene_id} if ctx.scene_id is not None else {}),
                 "valid_fraction": feats.valid_fraction,
                 "mean_intensity": feats.mean_intensity,
+                "labelled_fraction": ref.labelled_fraction if ref else 0.0,
+                "reference": ref.reference if ref else None,
             }
         )
     return entries, skipped
@@ -176,6 +196,7 @@ def cut_tiles(
     spec: FeatureSpec,
     engine: Engine | None = None,
     progress: bool = False,
+    min_labelled_fraction: float = 0.5,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Cut ``scene`` into tile files in ``out_dir``.
 
@@ -191,6 +212,7 @@ def cut_tiles(
         spec: the feature definition used for the per-tile feature.
         engine: where the row bands are processed (default: inline, in this process).
         progress: show a progress bar (tile rows) on stderr.
+        min_labelled_fraction: the labelled share a tile needs to get a reference class.
 
     Returns:
         The tile index entries in grid order, and skipped counts by reason.
@@ -198,7 +220,9 @@ def cut_tiles(
     Raises:
         TilingError: the scene is smaller than a tile, or no tile survives the filters.
     """
-    tiling = TilingParams(size, stride, keep_partial, max_nodata_fraction, compress, spec)
+    tiling = TilingParams(
+        size, stride, keep_partial, max_nodata_fraction, compress, spec, min_labelled_fraction
+    )
     per_scene = cut_scenes([(scene, meta, None)], out_dir, tiling, engine, progress)
     return per_scene[0]
 
@@ -213,6 +237,7 @@ class TilingParams:
     max_nodata_fraction: float
     compress: str
     spec: FeatureSpec
+    min_labelled_fraction: float = 0.5
 
 
 def _plan_scene(
@@ -238,7 +263,19 @@ def _plan_scene(
     profile = tile_profile(count, meta["dtypes"][0], tp.size, crs, nodata, tp.compress)
     if scene_id is not None:
         (out_dir / scene_id).mkdir(parents=True, exist_ok=True)
-    ctx = TileContext(scene, out_dir, profile, nodata, tp.spec, tp.max_nodata_fraction, scene_id)
+    labels = meta.get("labels")
+    ctx = TileContext(
+        scene,
+        out_dir,
+        profile,
+        nodata,
+        tp.spec,
+        tp.max_nodata_fraction,
+        scene_id,
+        scene.parent / labels["file"] if labels else None,
+        LabelLookup.from_mapping(labels["classes"], labels["nodata"]) if labels else None,
+        tp.min_labelled_fraction,
+    )
     return ctx, jobs, skipped_partial
 
 

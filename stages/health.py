@@ -20,7 +20,7 @@ from satpipe.drift import STATUSES, health_report
 from satpipe.files import read_json, write_json
 from satpipe.model import CLASSES, Model
 from satpipe.params import HealthParams, load_params
-from satpipe.tileindex import group_by_scene, is_training_tile
+from satpipe.tileindex import group_by_scene, held_out_filter
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -49,15 +49,9 @@ def main(args: argparse.Namespace) -> None:
     model = model_lib.load(args.model)
     preds = read_json(args.predictions)
     meta, records = preds["metadata"], preds["predictions"]
-    training = model.training
-    same_index = meta["tile_index_sha256"] == training["tile_index_sha256"]
-    if same_index:  # leave out the tiles the model was fitted on
-        tp, roles = training["params"], {k: v["role"] for k, v in training["scenes"].items()}
-        records = [
-            r
-            for r in records
-            if not is_training_tile(r["id"], roles[r["scene"]], tp["seed"], tp["fraction"])
-        ]
+    same_index = meta["tile_index_sha256"] == model.training["tile_index_sha256"]
+    held_out = held_out_filter(model.training, meta["tile_index_sha256"])
+    records = [r for r in records if held_out(r)]  # leave out the tiles the model was fitted on
     failed = meta["failed"]
     overall = _compare(records, len(failed), meta["tiles_total"], model, hp)
     scenes = {}

@@ -33,7 +33,13 @@ def main(args: argparse.Namespace) -> None:
     bands = params.features.bands
     spec = FeatureSpec(None if bands is None else tuple(bands))
     tiling = TilingParams(
-        tp.size, tp.step, tp.keep_partial, tp.max_nodata_fraction, tp.compress, spec
+        tp.size,
+        tp.step,
+        tp.keep_partial,
+        tp.max_nodata_fraction,
+        tp.compress,
+        spec,
+        tp.min_labelled_fraction,
     )
     scenes = read_json(args.manifest)["scenes"]
     scenes_dir, out_dir = Path(args.scenes_dir), Path(args.tiles_dir)
@@ -53,6 +59,7 @@ def main(args: argparse.Namespace) -> None:
             "keep_partial": tp.keep_partial,
             "max_nodata_fraction": tp.max_nodata_fraction,
             "compress": tp.compress,
+            "min_labelled_fraction": tp.min_labelled_fraction,
         }
         index = build_index(scenes, tiling_record, spec.to_dict(), entries, skipped)
         if out_dir.exists():
@@ -61,10 +68,13 @@ def main(args: argparse.Namespace) -> None:
         out_dir.chmod(0o755)
     write_json(args.index, index)
     totals = {reason: sum(s[reason] for s in skipped) for reason in ("partial", "nodata", "empty")}
+    with_reference = sum(e["reference"] is not None for e in entries)
     write_json(
         args.metrics,
         {
             "tiles_written": len(entries),
+            "tiles_with_reference": with_reference,
+            "tiles_without_reference": len(entries) - with_reference,
             "tiles_skipped": totals,
             "tile_size": tp.size,
             "stride": tp.step,

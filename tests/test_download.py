@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 
 from satpipe.download import download
 from satpipe.errors import ChecksumError, DownloadError, NotGeoTIFFError
@@ -231,7 +233,43 @@ def test_ingest_http_end_to_end(server: LocalServer, scene_bytes: bytes, tmp_pat
     assert written["source"] == {"kind": "http", "url": url}
     assert written["sha256"] == meta["sha256"] == sha(scene_bytes)
     assert (written["width"], written["height"], written["count"]) == (97, 83, 2)
-    assert files_in(out) == ["scene.json", "scene.tif"]
+    assert files_in(out) == ["scene.json", "scene.preview.tif", "scene.tif"]
+
+
+def test_ingest_http_labels_are_downloaded_and_verified(
+    server: LocalServer, scene_bytes: bytes, tmp_path: Path, make_raster
+):
+    codes = np.where(np.arange(97) < 50, 8, 4)[None, :].repeat(83, axis=0)
+    label_bytes = make_raster(name="served_labels.tif", dtype="uint8", data=codes).read_bytes()
+    server.routes["/scene.tif"] = lambda h, n: send(h, scene_bytes)
+    server.routes["/labels.tif"] = lambda h, n: send(h, label_bytes)
+    labels = {"url": f"{server.url}/labels.tif", "classes": {"bright": [8], "dark": [4]}}
+    params = IngestParams(
+        source="http",
+        url=f"{server.url}/scene.tif",
+        sha256=sha(scene_bytes),
+        labels={**labels, "sha256": sha(label_bytes)},
+    )
+    out = tmp_path / "data"
+    meta = ingest(params, out / "scene.tif", out / "scene.json", tmp_path)
+    assert meta["labels"]["source"] == {
+        "kind": "http",
+        "url": labels["url"],
+        "sha256": sha(label_bytes),
+    }
+    assert meta["labels"]["labelled_fraction"] == 1.0
+    with rasterio.open(out / "scene.labels.tif") as lab:
+        assert np.array_equal(lab.read(1), codes)
+    assert files_in(out) == ["scene.json", "scene.labels.tif", "scene.preview.tif", "scene.tif"]
+    bad = IngestParams(
+        source="http",
+        url=f"{server.url}/scene.tif",
+        sha256=sha(scene_bytes),
+        labels={**labels, "sha256": "0" * 64},
+    )
+    with pytest.raises(ChecksumError, match=r"labels\.tif"):
+        ingest(bad, tmp_path / "bad/scene.tif", tmp_path / "bad/scene.json", tmp_path)
+    assert files_in(tmp_path / "bad") == []
 
 
 def test_ingest_http_wrong_sha256_leaves_nothing(

@@ -71,7 +71,12 @@ def test_synthetic_metadata(tmp_path: Path):
     assert meta["acquisition_time"] == synthetic.acquisition_time(7)
     assert meta["acquisition_time_source"] == "tag:ACQUISITION_TIME"
     assert 0.5 < meta["valid_fraction"] < 1.0  # the slanted nodata strip
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene.json", "scene.tif"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "scene.json",
+        "scene.labels.tif",
+        "scene.preview.tif",
+        "scene.tif",
+    ]
 
 
 # --- file ---------------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def test_each_scene_is_written_under_its_id(pipeline: Path) -> None:
     assert sorted(p.name for p in (pipeline / "scenes").iterdir()) == sorted(
         f"{sid}.{ext}"
         for sid in ("synthetic-1", "synthetic-2", "bright")
-        for ext in ("tif", "json")
+        for ext in ("tif", "json", "preview.tif", "labels.tif")
+        if (sid, ext) != ("bright", "labels.tif")  # a file scene without labels
     )
     assert read_json(pipeline / "ingest.json") == {
         "scenes_ingested": 3,

@@ -1,0 +1,560 @@
+"""Evaluation: a classifier's predictions judged against reference labels.
+
+A tile's *reference* is the class its labels say it is; its *prediction* is the class the model
+gave it. Only tiles that did not train the model (held out) and that have a reference are
+evaluated: scoring a model on its own training tiles says nothing about how it generalises, and
+a tile without a reference cannot be scored at all. Classes are strings, in the model's order;
+for a threshold the positive class is the *last* one (a feature above the threshold gives
+``classes[-1]``, otherwise ``classes[0]``).
+
+The scores follow fixed rules so that a number is never invented:
+
+- precision of a class that was never predicted, and recall of a class with no reference tile,
+  are ``None`` (undefined), not 0; F1 is ``None`` when either is, and 0.0 when both are 0;
+- balanced accuracy is the mean recall over the classes that have reference tiles;
+- with no evaluated tile every score is ``None``.
+
+Every float is rounded to 6 decimals, so the documents are byte-stable JSON and readable in
+``dvc exp show`` (``overall.accuracy``, ``overall.per_class.bright.f1``, ...). The functions here
+are pure (numpy only) except :func:`evaluate_predictions`, which takes a loaded model, tile index
+and predictions document; stages read and write the files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from satpipe.classes import CLASSES
+from satpipe.errors import ModelError
+from satpipe.model import Model
+from satpipe.tileindex import held_out_filter
+
+DECIMALS = 6
+COUNT_KEYS = (
+    "tiles_predicted",
+    "tiles_held_out",
+    "tiles_with_reference",
+    "tiles_without_reference",
+    "tiles_used_for_training",
+)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), DECIMALS)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _check_classes(classes: Sequence[str]) -> list[str]:
+    names = list(classes)
+    if not names:
+        raise ModelError("no class given: expected the model's ordered class list")
+    duplicates = sorted({c for c in names if names.count(c) > 1})
+    if duplicates:
+        raise ModelError(f"classes {names} repeat {duplicates}; expected distinct class names")
+    return names
+
+
+def confusion_matrix(
+    actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]
+) -> list[list[int]]:
+    """Counts of tiles by actual (rows) and predicted (columns) class, in ``classes`` order.
+
+    Args:
+        actual: each tile's reference class.
+        predicted: each tile's predicted class, in the same tile order.
+        classes: the model's ordered class list.
+
+    Raises:
+        ModelError: the two sequences differ in length, or a label is not one of ``classes``.
+    """
+    names = _check_classes(classes)
+    if len(actual) != len(predicted):
+        raise ModelError(
+            f"{len(actual)} reference labels but {len(predicted)} predictions; expected one each"
+        )
+    position = {c: i for i, c in enumerate(names)}
+    matrix = [[0] * len(names) for _ in names]
+    for kind, labels in (("reference", actual), ("predicted", predicted)):
+        for label in labels:
+            if label not in position:
+                raise ModelError(f"{kind} class {label!r} is not one of the classes {names}")
+    for a, p in zip(actual, predicted, strict=True):
+        matrix[position[a]][position[p]] += 1
+    return matrix
+
+
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    if precision is None or recall is None:
+        return None
+    if precision == 0 and recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def classification_scores(
+    actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+    Rules (see the module docstring): accuracy is correct / tiles; a class's precision is its
+    correct predictions over its predictions and is ``None`` when it was never predicted; its
+    recall is its correct predictions over its reference tiles and is ``None`` when it has none
+    (support 0); F1 is ``2PR / (P + R)``, ``None`` when P or R is ``None`` and 0.0 when both are
+    0; balanced accuracy is the mean recall over the classes with support > 0. With no tile every
+    score is ``None``. Floats are rounded to 6 decimals (after computing from exact counts).
+
+    Args:
+        actual: each tile's reference class.
+        predicted: each tile's predicted class, in the same tile order.
+        classes: the model's ordered class list.
+
+    Returns:
+        ``{"tiles", "accuracy", "balanced_accuracy", "per_class": {class: {"precision",
+        "recall", "f1", "support"}}, "confusion": {"classes", "matrix"}}``; matrix rows are
+        actual classes, columns predicted classes.
+
+    Raises:
+        ModelError: as :func:`confusion_matrix`.
+    """
+    names = _check_classes(classes)
+    matrix = confusion_matrix(actual, predicted, names)
+    tiles = len(actual)
+    correct = sum(matrix[i][i] for i in range(len(names)))
+    per_class: dict[str, dict[str, Any]] = {}
+    recalls: list[float] = []
+    for i, name in enumerate(names):
+        support = sum(matrix[i])
+        predicted_as = sum(row[i] for row in matrix)
+        precision = _ratio(matrix[i][i], predicted_as)
+        recall = _ratio(matrix[i][i], support)
+        if recall is not None:
+            recalls.append(recall)
+        per_class[name] = {
+            "precision": _round(precision),
+            "recall": _round(recall),
+            "f1": _round(_f1(precision, recall)),
+            "support": support,
+        }
+    return {
+        "tiles": tiles,
+        "accuracy": _round(_ratio(correct, tiles)),
+        "balanced_accuracy": _round(_mean(recalls)),
+        "per_class": per_class,
+        "confusion": {"classes": names, "matrix": matrix},
+    }
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """The threshold that best separates two classes on one feature, and how well it does.
+
+    ``threshold`` is exact (rounding it could move it across a feature value); the scores are
+    rounded to 6 decimals.
+    """
+
+    threshold: float
+    balanced_accuracy: float
+    accuracy: float
+    tiles: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fit as a JSON-ready dict."""
+        return {
+            "threshold": self.threshold,
+            "balanced_accuracy": self.balanced_accuracy,
+            "accuracy": self.accuracy,
+            "tiles": self.tiles,
+        }
+
+
+def _pair(values: Any, positive: Any, who: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(values, dtype=np.float64)
+    pos = np.asarray(positive)
+    if x.ndim != 1 or pos.ndim != 1:
+        raise ModelError(
+            f"{who}: values and positive have {x.ndim} and {pos.ndim} dimensions; expected 1-D"
+        )
+    if x.size != pos.size:
+        raise ModelError(
+            f"{who}: {x.size} values but {pos.size} positive flags; expected one flag per value"
+        )
+    if pos.size and pos.dtype != np.bool_:
+        raise ModelError(f"{who}: positive has dtype {pos.dtype}; expected bool (True = last)")
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ModelError(
+            f"{who}: {bad.size} non-finite values (first {x[bad[0]]} at position {bad[0]}); "
+            "expected finite feature values"
+        )
+    return x, pos.astype(np.bool_)
+
+
+def _balanced(tp: int, n_pos: int, tn: int, n_neg: int) -> float | None:
+    # Mean recall over the classes present; the same float expression wherever it is used, so a
+    # curve point and a fit at the same threshold agree to the last bit.
+    return _mean([r for r in (_ratio(tn, n_neg), _ratio(tp, n_pos)) if r is not None])
+
+
+def fit_threshold(
+    values: np.ndarray, positive: np.ndarray, *, classes: Sequence[str] | None = None
+) -> ThresholdFit:
+    """Best threshold for "positive iff value > threshold", by balanced accuracy.
+
+    Candidates are the midpoints between adjacent distinct sorted values, so the threshold
+    always lies between two adjacent feature values (strictly above the lower; if the midpoint
+    of two adjacent floats rounds up to the upper one, the lower value is used instead). The
+    chosen candidate maximises balanced accuracy (mean of the two recalls); ties are broken by
+    higher plain accuracy, then by the smaller threshold. Comparisons use exact integer counts,
+    so ties are exact and the choice is deterministic. Runs in O(n log n) (one sort, then
+    cumulative counts).
+
+    Args:
+        values: feature value of each tile.
+        positive: bool per tile, True for the positive (last) class.
+        classes: the two class names, used only to name a missing class in errors.
+
+    Raises:
+        ModelError: malformed input, fewer than 2 distinct values, or only one class present.
+    """
+    x, pos = _pair(values, positive, "fit_threshold")
+    neg_name, pos_name = (
+        (repr(classes[0]), repr(classes[-1])) if classes else ("negative", "positive")
+    )
+    distinct, inverse = np.unique(x, return_inverse=True)
+    if distinct.size < 2:
+        found = f"all equal to {distinct[0]}" if distinct.size else "no value"
+        raise ModelError(
+            f"fit_threshold: found {distinct.size} distinct feature value(s) ({x.size} tiles, "
+            f"{found}); expected at least 2 to place a threshold between"
+        )
+    n_pos = int(np.count_nonzero(pos))
+    n_neg = x.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        present, absent = (pos_name, neg_name) if n_neg == 0 else (neg_name, pos_name)
+        raise ModelError(
+            f"fit_threshold: only class {present} present ({x.size} tiles, 0 {absent}); "
+            "expected tiles of both classes"
+        )
+    inverse = inverse.ravel()
+    k = distinct.size
+    pos_at = np.bincount(inverse[pos], minlength=k).astype(np.int64)
+    all_at = np.bincount(inverse, minlength=k).astype(np.int64)
+    # Candidate j lies between distinct[j] and distinct[j + 1]: values <= distinct[j] are negative.
+    pos_le = np.cumsum(pos_at)[:-1]
+    neg_le = np.cumsum(all_at - pos_at)[:-1]
+    tp = n_pos - pos_le
+    tn = neg_le
+    score = tp * n_neg + tn * n_pos  # balanced accuracy * 2 * n_pos * n_neg, exact
+    correct = tp + tn
+    tied = np.flatnonzero(score == score.max())
+    best = int(tied[np.argmax(correct[tied])])  # argmax: first, i.e. smallest threshold
+    lo, hi = float(distinct[best]), float(distinct[best + 1])
+    threshold = lo / 2 + hi / 2
+    if not lo <= threshold < hi:
+        threshold = lo
+    return ThresholdFit(
+        threshold=threshold,
+        balanced_accuracy=_round(_balanced(int(tp[best]), n_pos, int(tn[best]), n_neg)),
+        accuracy=_round(int(correct[best]) / x.size),
+        tiles=int(x.size),
+    )
+
+
+def threshold_curve(
+    values: np.ndarray, positive: np.ndarray, thresholds: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Balanced accuracy and accuracy of "positive iff value > t" at each threshold ``t``.
+
+    Balanced accuracy is the mean recall over the classes present (as in
+    :func:`classification_scores`); with no value both scores are ``None``. Rows are in the
+    order of ``thresholds``; every float is rounded to 6 decimals.
+
+    Args:
+        values: feature value of each tile.
+        positive: bool per tile, True for the positive (last) class.
+        thresholds: the thresholds to score.
+
+    Raises:
+        ModelError: malformed input or a non-finite threshold.
+    """
+    x, pos = _pair(values, positive, "threshold_curve")
+    t = np.asarray(list(thresholds), dtype=np.float64)
+    if not np.all(np.isfinite(t)):
+        raise ModelError("threshold_curve: a threshold is not finite; expected finite thresholds")
+    order = np.argsort(x, kind="stable")
+    cum_pos = np.concatenate(([0], np.cumsum(pos[order], dtype=np.int64)))
+    n_pos = int(cum_pos[-1])
+    n_neg = x.size - n_pos
+    at_or_below = np.searchsorted(x[order], t, side="right")
+    rows = []
+    for threshold, le in zip(t, at_or_below, strict=True):
+        pos_le = int(cum_pos[le])
+        tp, tn = n_pos - pos_le, int(le) - pos_le
+        rows.append(
+            {
+                "threshold": _round(threshold),
+                "balanced_accuracy": _round(_balanced(tp, n_pos, tn, n_neg)),
+                "accuracy": _round(_ratio(tp + tn, x.size)),
+            }
+        )
+    return rows
+
+
+def curve_thresholds(
+    values: np.ndarray, reference_min: float, reference_max: float, points: int = 101
+) -> list[float]:
+    """``points`` evenly spaced thresholds over the union of the values' and reference range.
+
+    The range is ``[min(values, reference_min), max(values, reference_max)]`` (the reference
+    range alone when there is no value). Thresholds are rounded to 6 decimals; duplicates left by
+    rounding (a range narrower than that) are dropped, so a single-point range gives one
+    threshold.
+
+    Raises:
+        ModelError: fewer than 2 points, or a non-finite bound or value.
+    """
+    if points < 2:
+        raise ModelError(f"curve_thresholds: points {points}; expected at least 2")
+    x = np.asarray(values, dtype=np.float64).ravel()
+    bounds = np.concatenate((x, [reference_min, reference_max]))
+    if not np.all(np.isfinite(bounds)):
+        raise ModelError("curve_thresholds: a value or reference bound is not finite")
+    grid = np.linspace(float(bounds.min()), float(bounds.max()), points)
+    return sorted({round(float(v), DECIMALS) for v in grid})
+
+
+def histogram_rows(
+    training_hist: dict[str, Any], inference_values: np.ndarray, feature: str
+) -> list[dict[str, Any]]:
+    """Training and inference shares of each bin of the model's reference histogram.
+
+    Inference values are counted on the training histogram's edges, bins closed on the left
+    (the last also on the right, as :func:`numpy.histogram`); a value below the first edge is
+    counted in the first bin and one above the last edge in the last bin, so every value is
+    counted. Each row is ``{feature: bin centre, "training": share, "inference": share}``, with
+    share = bin count / total count (0.0 when the total is 0), rounded to 6 decimals: the rows
+    of a DVC ``linear`` plot with ``x=feature`` and ``y=[training, inference]``.
+
+    Args:
+        training_hist: the model's ``reference["histogram"]``: ``{"edges", "counts"}``.
+        inference_values: the inference feature values.
+        feature: the feature name (the x key of each row).
+
+    Raises:
+        ModelError: the histogram is malformed, or an inference value is not finite.
+    """
+    try:
+        edges = np.asarray(training_hist["edges"], dtype=np.float64)
+        counts = np.asarray(training_hist["counts"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(
+            f"training histogram malformed ({exc}); expected edges and counts"
+        ) from exc
+    bins = counts.size
+    if edges.ndim != 1 or counts.ndim != 1 or bins < 1 or edges.size != bins + 1:
+        raise ModelError(
+            f"training histogram has {edges.size} edges and {bins} counts; "
+            "expected n + 1 edges for n >= 1 counts"
+        )
+    if not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0) or np.any(counts < 0):
+        raise ModelError(
+            "training histogram malformed: expected finite increasing edges, counts >= 0"
+        )
+    x = np.asarray(inference_values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(x)):
+        raise ModelError(f"histogram_rows: a {feature} value is not finite")
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+    inferred = np.bincount(idx, minlength=bins)
+    train_total, infer_total = int(counts.sum()), int(x.size)
+    centres = edges[:-1] / 2 + edges[1:] / 2
+    return [
+        {
+            feature: _round(centres[i]),
+            "training": _round(counts[i] / train_total if train_total else 0.0),
+            "inference": _round(inferred[i] / infer_total if infer_total else 0.0),
+        }
+        for i in range(bins)
+    ]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`evaluate_run` produces: a metrics document and the rows of three plots."""
+
+    metrics: dict[str, Any]
+    confusion_rows: list[dict[str, Any]]
+    curve_rows: list[dict[str, Any]]
+    histogram_rows: list[dict[str, Any]]
+
+
+def _feature_value(record: dict[str, Any], feature: str) -> float:
+    try:
+        return float(record[feature])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(
+            f"prediction {record.get('id')!r}: {feature} is {record.get(feature)!r}; "
+            "expected a number"
+        ) from None
+
+
+def _not_evaluated_reason(counts: dict[str, int]) -> str:
+    if counts["tiles_predicted"] == 0:
+        return "no tile was predicted: nothing to evaluate"
+    if counts["tiles_held_out"] == 0:
+        return "every predicted tile trained the model: no held-out tile to evaluate on"
+    return (
+        "no held-out tile has a reference label: give scenes a labels raster "
+        "(ingest.labels or ingest.scenes[].labels)"
+    )
+
+
+def evaluate_run(
+    tiles: list[dict[str, Any]],
+    predictions: list[dict[str, Any]],
+    classes: Sequence[str],
+    held_out: Callable[[dict[str, Any]], bool],
+    threshold: float | None,
+    reference: dict[str, Any],
+    feature: str = "mean_intensity",
+) -> EvaluationResult:
+    """Evaluate a batch-inference run against the tiles' reference classes.
+
+    Each predicted tile is looked up in the tile index. Tiles that trained the model are
+    excluded (counted as ``tiles_used_for_training``); of the held-out ones, those with a
+    reference are evaluated and the others counted as ``tiles_without_reference``. The metrics
+    document is ``{"evaluated", "reason", "counts", "overall", "scenes"}``: ``overall`` is
+    :func:`classification_scores` on the evaluated tiles and ``scenes`` the same for each scene
+    that has predictions (sorted ids), with its own ``counts``. With no evaluated tile,
+    ``evaluated`` is False, ``reason`` says why in one line and every score is ``None``.
+
+    Plot rows: ``confusion_rows`` has one ``{"id", "scene", "actual", "predicted"}`` row per
+    evaluated tile, in prediction order; ``curve_rows`` is :func:`threshold_curve` on the
+    evaluated tiles over :func:`curve_thresholds` (values and the reference's min/max) plus the
+    model's ``threshold``, when there is a threshold, an evaluated tile and exactly two classes
+    (else empty); ``histogram_rows`` compares every held-out predicted tile's feature (labelled
+    or not) with ``reference["histogram"]``.
+
+    Args:
+        tiles: tile-index entries, each with ``id``, ``scene``, ``reference`` (class or None)
+            and ``labelled_fraction``.
+        predictions: batch-inference records, each with ``id``, ``scene``, ``prediction`` and
+            the ``feature`` value.
+        classes: the model's ordered class list.
+        held_out: whether a tile-index entry was not used for training.
+        threshold: the model's threshold, or None for a model that has none.
+        reference: the model's reference distribution (``histogram``, ``min``, ``max``).
+        feature: the feature key in the prediction records.
+
+    Raises:
+        ModelError: a prediction's id is not in the tile index, appears twice, or names another
+            scene than its tile; a class is not one of ``classes``; malformed histogram.
+    """
+    names = _check_classes(classes)
+    if "histogram" not in reference:
+        raise ModelError("model reference has no histogram; expected {'edges', 'counts'}")
+    by_id = {tile["id"]: tile for tile in tiles}
+    seen: set[str] = set()
+    counts: dict[str, dict[str, int]] = {}
+    evaluated: list[tuple[dict[str, Any], str]] = []
+    held_values: list[float] = []
+    for record in predictions:
+        tile_id = record["id"]
+        tile = by_id.get(tile_id)
+        if tile is None:
+            raise ModelError(
+                f"prediction {tile_id!r} is not in the tile index: predictions and tile index "
+                "are out of sync (re-run inference on this index)"
+            )
+        if tile_id in seen:
+            raise ModelError(f"prediction {tile_id!r} appears twice; expected one per tile")
+        seen.add(tile_id)
+        if record.get("scene") != tile["scene"]:
+            raise ModelError(
+                f"prediction {tile_id!r} names scene {record.get('scene')!r} but the tile index "
+                f"says {tile['scene']!r}: predictions and tile index are out of sync"
+            )
+        scene = counts.setdefault(tile["scene"], dict.fromkeys(COUNT_KEYS, 0))
+        scene["tiles_predicted"] += 1
+        if not held_out(tile):
+            scene["tiles_used_for_training"] += 1
+            continue
+        scene["tiles_held_out"] += 1
+        held_values.append(_feature_value(record, feature))
+        if tile["reference"] is None:
+            scene["tiles_without_reference"] += 1
+            continue
+        scene["tiles_with_reference"] += 1
+        evaluated.append((record, tile["reference"]))
+
+    total = {key: sum(c[key] for c in counts.values()) for key in COUNT_KEYS}
+    actual = [ref for _, ref in evaluated]
+    predicted = [rec["prediction"] for rec, _ in evaluated]
+    by_scene: dict[str, tuple[list[str], list[str]]] = {sid: ([], []) for sid in counts}
+    for rec, ref in evaluated:
+        by_scene[rec["scene"]][0].append(ref)
+        by_scene[rec["scene"]][1].append(rec["prediction"])
+    scenes = {
+        sid: {"counts": counts[sid], **classification_scores(*by_scene[sid], names)}
+        for sid in sorted(counts)
+    }
+    metrics = {
+        "evaluated": bool(evaluated),
+        "reason": None if evaluated else _not_evaluated_reason(total),
+        "counts": total,
+        "overall": classification_scores(actual, predicted, names),
+        "scenes": scenes,
+    }
+    confusion_rows = [
+        {"id": rec["id"], "scene": rec["scene"], "actual": ref, "predicted": rec["prediction"]}
+        for rec, ref in evaluated
+    ]
+    curve_rows: list[dict[str, Any]] = []
+    if threshold is not None and evaluated and len(names) == 2:
+        values = np.array([_feature_value(rec, feature) for rec, _ in evaluated])
+        positive = np.array([ref == names[-1] for ref in actual], dtype=np.bool_)
+        ref_min = float(reference.get("min", values.min()))
+        ref_max = float(reference.get("max", values.max()))
+        # The model's own threshold is a point of the curve; a grid point that would show the
+        # same rounded threshold is dropped so the plot has one row per x.
+        shown = round(float(threshold), DECIMALS)
+        grid = [t for t in curve_thresholds(values, ref_min, ref_max) if t != shown]
+        points = sorted([*grid, float(threshold)])
+        curve_rows = threshold_curve(values, positive, points)
+    hist = histogram_rows(reference["histogram"], np.array(held_values), feature)
+    return EvaluationResult(metrics, confusion_rows, curve_rows, hist)
+
+
+def evaluate_predictions(
+    model: Model, index: dict[str, Any], predictions: dict[str, Any]
+) -> EvaluationResult:
+    """Evaluate a batch-inference document against the tile index it was run on.
+
+    The tiles held out from training are found from the model's training record
+    (:func:`satpipe.tileindex.held_out_filter`): the tiles it was fitted on when the predictions
+    come from its own tile index, none otherwise.
+
+    Args:
+        model: the model the predictions were made with.
+        index: the tile index (its entries carry the reference classes).
+        predictions: the predictions document (``metadata`` and ``predictions``).
+    """
+    held_out = held_out_filter(model.training, predictions["metadata"]["tile_index_sha256"])
+    return evaluate_run(
+        index["tiles"],
+        predictions["predictions"],
+        CLASSES,
+        held_out,
+        model.threshold,
+        model.reference,
+    )

@@ -1,0 +1,84 @@
+"""Reference labels: a raster of integer class codes on a scene's grid, and each tile's class.
+
+A scene may come with a *label raster*: one band of integer codes (Sentinel-2's Scene
+Classification, a land-cover map, a hand-drawn mask) and a mapping from the model's classes to the
+codes that mean them (``ingest.labels.classes``); codes not listed are unlabelled. At ingest the
+raster is validated and resampled onto the scene's grid with nearest-neighbour resampling, window
+by window through a warped VRT (never read whole), and written beside the scene as
+``<id>.labels.tif`` with its codes unchanged; pixels outside the raster's footprint or at its
+nodata value are unlabelled. Synthetic scenes write their own truth there (see
+:mod:`satpipe.synthetic`).
+
+The resampling is :mod:`satpipe.label_raster`'s; this module holds what the tile stage needs.
+When tiles are cut, each tile's *labelled fraction* is the share of its window's pixels whose
+code is listed, and its *reference* is the class of the majority of those pixels, provided the
+labelled fraction is at least ``tile.min_labelled_fraction``; otherwise it has none. A tie
+between classes goes to the class listed first in the model's class order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from satpipe.classes import CLASSES
+
+
+@dataclass(frozen=True)
+class LabelLookup:
+    """Code -> class position, as two sorted arrays (works for any integer code range)."""
+
+    codes: np.ndarray
+    classes: np.ndarray
+    nodata: int | None
+
+    @classmethod
+    def from_mapping(
+        cls, mapping: dict[str, list[int]], nodata: int | None, order: tuple[str, ...] = CLASSES
+    ) -> LabelLookup:
+        """Build the lookup from ``{class: [codes]}``; ``order`` gives each class's position."""
+        pairs = sorted(
+            (code, order.index(name)) for name, codes in mapping.items() for code in codes
+        )
+        return cls(
+            np.array([c for c, _ in pairs], dtype=np.int64),
+            np.array([k for _, k in pairs], dtype=np.int16),
+            nodata,
+        )
+
+    def classify(self, codes: np.ndarray) -> np.ndarray:
+        """Class position of every pixel of ``codes``; -1 where unlabelled."""
+        flat = codes.astype(np.int64, copy=False).ravel()
+        out = np.full(flat.shape, -1, dtype=np.int16)
+        if self.codes.size:
+            pos = np.clip(np.searchsorted(self.codes, flat), 0, self.codes.size - 1)
+            hit = self.codes[pos] == flat
+            if self.nodata is not None:
+                hit &= flat != self.nodata
+            out[hit] = self.classes[pos[hit]]
+        return out.reshape(codes.shape)
+
+
+@dataclass(frozen=True)
+class TileReference:
+    """A tile's reference: its labelled fraction and majority class (None below the minimum)."""
+
+    labelled_fraction: float
+    reference: str | None
+
+
+def tile_reference(
+    codes: np.ndarray,
+    lookup: LabelLookup,
+    min_fraction: float,
+    order: tuple[str, ...] = CLASSES,
+) -> TileReference:
+    """The reference of one tile from the label codes of its window (see module docstring)."""
+    classes = lookup.classify(codes)
+    counts = np.bincount(classes.ravel() + 1, minlength=len(order) + 1)[1:]
+    labelled = int(counts.sum())
+    fraction = labelled / classes.size if classes.size else 0.0
+    if labelled == 0 or fraction < min_fraction:
+        return TileReference(fraction, None)
+    return TileReference(fraction, order[int(np.argmax(counts))])  # argmax: first of a tie

@@ -1,0 +1,746 @@
+"""Maps: a scene's predictions as Cloud-Optimized GeoTIFFs and as a quick-look PNG.
+
+A *prediction map* has one pixel per position of the scene's tile grid (see
+:mod:`satpipe.tiling`): map pixel ``(i, j)`` stands for the tile whose window starts at
+``row_off = i * stride``, ``col_off = j * stride``. Its pixels are ``stride x stride`` scene
+pixels, and the grid is shifted by ``(size - stride) / 2`` scene pixels along each axis so that
+the centre of every map pixel is the centre of its tile's full (unclipped) window; with
+``stride == size`` the map starts at the scene's origin. The map has as many pixels along an
+axis as the tiler has tile positions there (full tiles plus the partial edge one, counted by
+:func:`satpipe.tiling.axis_offsets`, whether or not partial tiles were kept).
+
+Where each map pixel falls:
+
+- for a full tile the map pixel's centre is the tile's centre, so it lies inside the tile's
+  bounds whatever the stride (in particular for every ``stride < 2 * size``). The map pixel's
+  square lies inside the tile when ``stride <= size``; with ``stride > size`` it also covers
+  the gap between tiles, which belongs to no tile;
+- for a partial edge tile (clipped to the scene) the map pixel's centre is still that of the
+  unclipped window: it lies inside the clipped tile only when the tile keeps more than half its
+  size along that axis (``length - offset > size / 2``), and otherwise beyond the scene's edge.
+  The last map row and column may therefore reach past the scene.
+
+Two maps share that grid: the *class map* (uint8, a class's position in ``classes`` plus one,
+0 = no tile, declared nodata, with a colour table and category names) and the *score map*
+(float32, the record's score, NaN = no tile). Both are written through GDAL's COG driver with
+NEAREST overviews, so that zooming out never invents a class code. GDAL's GTiff and COG drivers
+do not store category names in the TIFF but in a PAM sidecar ``<file>.aux.xml``, which is
+written here (the class names are also dataset tags ``CLASS_<code>``, shown by ``rio info``).
+
+The *quick-look* is a PNG of the scene's preview raster (written by ingest: the scene decimated
+by an integer factor, long side at most 1024 pixels), in true colour when the bands allow it,
+stretched between each band's 2nd and 98th percentiles, with every tile tinted by its predicted
+class and tiles whose reference class differs from the prediction outlined in magenta.
+
+Every file is byte-identical from run to run: no timestamps, no paths, integer blending, and all
+compression done by the libraries bundled in the pinned rasterio wheel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.io import MemoryFile
+
+from satpipe.classes import CLASSES
+from satpipe.errors import ModelError, SceneError, TilingError
+from satpipe.files import atomic_path, write_bytes_atomic
+from satpipe.model import Model
+from satpipe.raster import open_scene
+from satpipe.tiling import axis_offsets, tile_id
+
+log = logging.getLogger(__name__)
+
+NO_TILE = "no tile"
+"""Category name of class code 0 (nodata: no tile was classified at that position)."""
+MAX_CLASSES = 254
+# Colours of the known classes; other names take the fallback palette, by class position.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "dark": (33, 102, 172),  # blue
+    "bright": (253, 174, 97),  # light orange
+}
+FALLBACK_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (27, 158, 119),
+    (217, 95, 2),
+    (117, 112, 179),
+    (102, 166, 30),
+    (230, 171, 2),
+    (166, 118, 29),
+    (102, 102, 102),
+)
+OUTLINE_COLOUR = (255, 0, 255)  # magenta: in no palette above
+OUTLINE_PIXELS = 2
+OVERLAY_ALPHA = 90  # out of 256: about 0.35
+QUICKLOOK_MAX_SIDE = 1024
+STRETCH_PERCENTILES = (2.0, 98.0)
+
+# BLOCKSIZE: GDAL 3.10's COG driver declares a minimum of 128 (16 works but logs "unexpected
+# value" on every write). A map is rarely larger than one 128-pixel block, so OVERVIEW_COUNT
+# asks for at least one overview level where the driver's AUTO would make none.
+COG_BLOCKSIZE = 128
+COG_OPTIONS: dict[str, Any] = {
+    "blocksize": COG_BLOCKSIZE,
+    "compress": "DEFLATE",  # libdeflate, bundled with GDAL in the rasterio wheel
+    "level": 9,
+    "overview_resampling": "NEAREST",
+    "overviews": "AUTO",
+    "statistics": "NO",
+}
+PNG_DEFLATE_LEVEL = 9
+
+
+class Tiling(Protocol):
+    """How the scene was cut: tile side and step between tile origins, in scene pixels.
+
+    :class:`satpipe.tiling.TilingParams` is one.
+    """
+
+    @property
+    def size(self) -> int:
+        """Tile side."""
+        ...
+
+    @property
+    def stride(self) -> int:
+        """Step between tile origins."""
+        ...
+
+
+@dataclass(frozen=True)
+class MapGrid:
+    """The grid of a prediction map: one pixel per tile position (see the module docstring)."""
+
+    transform: Affine
+    width: int
+    height: int
+    size: int
+    stride: int
+
+    def pixel_of(self, window: Mapping[str, int]) -> tuple[int, int]:
+        """The ``(row, col)`` of the map pixel that stands for the tile with this window.
+
+        Args:
+            window: ``{"col_off", "row_off", ...}`` in scene pixels.
+
+        Raises:
+            TilingError: an offset is not a multiple of the stride, or is outside the grid.
+        """
+        row_off, col_off = int(window["row_off"]), int(window["col_off"])
+        name = tile_id(row_off, col_off)
+        if row_off % self.stride or col_off % self.stride:
+            raise TilingError(
+                f"tile {name}: window offsets (row {row_off}, col {col_off}) are not on the tile "
+                f"grid; expected multiples of the stride {self.stride}"
+            )
+        row, col = row_off // self.stride, col_off // self.stride
+        if not (0 <= row < self.height and 0 <= col < self.width):
+            raise TilingError(
+                f"tile {name}: window is outside the scene's tile grid of {self.height} rows x "
+                f"{self.width} columns (stride {self.stride})"
+            )
+        return row, col
+
+
+def map_grid(transform: Affine, width: int, height: int, size: int, stride: int) -> MapGrid:
+    """The prediction map grid of a scene of ``width x height`` pixels cut by ``size``/``stride``.
+
+    Args:
+        transform: the scene's transform.
+        width: scene width, pixels.
+        height: scene height, pixels.
+        size: tile side, scene pixels.
+        stride: step between tile origins, scene pixels.
+
+    Raises:
+        TilingError: ``size`` or ``stride`` is not positive.
+    """
+    if size < 1 or stride < 1:
+        raise TilingError(f"tile size {size} and stride {stride}: expected positive integers")
+    cols, rows = axis_offsets(width, size, stride), axis_offsets(height, size, stride)
+    shift = (size - stride) / 2
+    map_transform = transform @ Affine.translation(shift, shift) @ Affine.scale(stride)
+    return MapGrid(
+        transform=map_transform,
+        width=len(cols.full) + (cols.partial is not None),
+        height=len(rows.full) + (rows.partial is not None),
+        size=size,
+        stride=stride,
+    )
+
+
+def _class_codes(classes: Sequence[str]) -> dict[str, int]:
+    if not classes or len(set(classes)) != len(classes) or len(classes) > MAX_CLASSES:
+        raise ModelError(
+            f"classes {list(classes)}: expected 1 to {MAX_CLASSES} distinct class names"
+        )
+    return {name: i + 1 for i, name in enumerate(classes)}
+
+
+def _tile_name(record: Mapping[str, Any]) -> str:
+    window = record["window"]
+    return str(record.get("id") or tile_id(int(window["row_off"]), int(window["col_off"])))
+
+
+def _code(record: Mapping[str, Any], codes: Mapping[str, int]) -> int:
+    name = record["prediction"]
+    if name not in codes:
+        raise ModelError(
+            f"tile {_tile_name(record)}: prediction {name!r} is not a class of the model; "
+            f"expected one of {list(codes)}"
+        )
+    return codes[name]
+
+
+def _positions(
+    grid: MapGrid, records: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, int, Mapping[str, Any]]]:
+    """Each record's map pixel, refusing two records at the same tile position."""
+    seen: dict[tuple[int, int], str] = {}
+    out = []
+    for rec in records:
+        row, col = grid.pixel_of(rec["window"])
+        if (row, col) in seen:
+            raise TilingError(
+                f"tile {_tile_name(rec)}: same tile position as tile {seen[row, col]}; "
+                "expected one record per tile"
+            )
+        seen[row, col] = _tile_name(rec)
+        out.append((row, col, rec))
+    return out
+
+
+def class_map(
+    grid: MapGrid, records: Sequence[Mapping[str, Any]], classes: Sequence[str]
+) -> np.ndarray:
+    """The ``(height, width)`` uint8 class map: class position + 1, 0 where there is no tile.
+
+    Raises:
+        ModelError: a record's prediction is not one of ``classes``.
+        TilingError: a record's window is not on the grid, or two records share a position.
+    """
+    codes = _class_codes(classes)
+    out = np.zeros((grid.height, grid.width), dtype=np.uint8)
+    for row, col, rec in _positions(grid, records):
+        out[row, col] = _code(rec, codes)
+    return out
+
+
+def score_map(grid: MapGrid, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The ``(height, width)`` float32 score map: each record's ``score``, NaN where no tile.
+
+    Raises:
+        TilingError: a record's window is not on the grid, or two records share a position.
+    """
+    out = np.full((grid.height, grid.width), np.nan, dtype=np.float32)
+    for row, col, rec in _positions(grid, records):
+        out[row, col] = float(rec["score"])
+    return out
+
+
+def class_colour(name: str, index: int) -> tuple[int, int, int]:
+    """Display colour of a class: from :data:`PALETTE`, else the fallback palette by position."""
+    return PALETTE.get(name) or FALLBACK_PALETTE[index % len(FALLBACK_PALETTE)]
+
+
+def _overview_count(width: int, height: int) -> int:
+    """Halvings until the map fits one block (as GDAL's AUTO), but at least one if possible."""
+    count, w, h = 0, width, height
+    while w > COG_BLOCKSIZE or h > COG_BLOCKSIZE:
+        w, h, count = math.ceil(w / 2), math.ceil(h / 2), count + 1
+    # A 1 x 1 map has no smaller level (GDAL fails when asked for one).
+    return max(count, 1) if max(width, height) > 1 else 0
+
+
+def _write_cog(
+    path: Path,
+    array: np.ndarray,
+    grid: MapGrid,
+    crs: CRS | None,
+    *,
+    nodata: float,
+    description: str,
+    tags: dict[str, str],
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+) -> None:
+    """Write one band as a COG, atomically: built in memory, copied by the COG driver."""
+    if array.shape != (grid.height, grid.width):
+        raise ValueError(f"{path.name}: array {array.shape} does not match the map grid")
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+    }
+    options = dict(COG_OPTIONS, overview_count=_overview_count(grid.width, grid.height))
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            if colormap is not None:  # before the pixels: libtiff fixes Photometric on write
+                dst.write_colormap(1, colormap)
+            dst.set_band_description(1, description)
+            dst.update_tags(**tags)
+            dst.write(array, 1)
+        with mem.open() as src, atomic_path(path) as tmp:
+            rasterio.shutil.copy(src, tmp, driver="COG", **options)
+    log.debug("wrote %s (%dx%d)", path.name, grid.width, grid.height)
+
+
+def category_names_xml(names: Sequence[str]) -> str:
+    """A PAM ``.aux.xml`` document naming the categories of band 1 (GDAL's own layout)."""
+    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">', "    <CategoryNames>"]
+    lines += [f"      <Category>{escape(name)}</Category>" for name in names]
+    lines += ["    </CategoryNames>", "  </PAMRasterBand>", "</PAMDataset>", ""]
+    return "\n".join(lines)
+
+
+def aux_path(path: Path | str) -> Path:
+    """The PAM sidecar GDAL reads beside ``path``: ``<path>.aux.xml``."""
+    path = Path(path)
+    return path.with_name(path.name + ".aux.xml")
+
+
+def write_class_cog(
+    path: Path | str, array: np.ndarray, grid: MapGrid, crs: CRS | None, classes: Sequence[str]
+) -> list[Path]:
+    """Write the class map as a styled COG and its category names as ``<path>.aux.xml``.
+
+    The colour table gives each class its :func:`class_colour` and code 0 (nodata) transparent
+    black; a TIFF palette has no alpha, but GDAL reports the nodata entry as transparent.
+
+    Returns:
+        The files written: the COG and its sidecar.
+    """
+    path = Path(path)
+    _class_codes(classes)
+    colormap = {0: (0, 0, 0, 0)}
+    for i, name in enumerate(classes):
+        colormap[i + 1] = (*class_colour(name, i), 255)
+    tags = {f"CLASS_{i + 1}": name for i, name in enumerate(classes)}
+    tags.update(CLASS_0=NO_TILE, TILE_SIZE=str(grid.size), TILE_STRIDE=str(grid.stride))
+    _write_cog(
+        path,
+        array.astype(np.uint8, copy=False),
+        grid,
+        crs,
+        nodata=0,
+        description="class",
+        tags=tags,
+        colormap=colormap,
+    )
+    # GTiff and COG keep category names only in PAM (GDAL writes a sidecar for them itself);
+    # written here so that its name follows the final file, not the temporary one.
+    sidecar = aux_path(path)
+    write_bytes_atomic(sidecar, category_names_xml([NO_TILE, *classes]).encode())
+    return [path, sidecar]
+
+
+def write_score_cog(
+    path: Path | str, array: np.ndarray, grid: MapGrid, crs: CRS | None
+) -> list[Path]:
+    """Write the score map as a float32 COG with NaN nodata.
+
+    Returns:
+        The file written.
+    """
+    tags = {"TILE_SIZE": str(grid.size), "TILE_STRIDE": str(grid.stride)}
+    _write_cog(
+        Path(path),
+        array.astype(np.float32, copy=False),
+        grid,
+        crs,
+        nodata=float("nan"),
+        description="score",
+        tags=tags,
+    )
+    return [Path(path)]
+
+
+@dataclass(frozen=True, eq=False)
+class QuickLook:
+    """A rendered quick-look and how it was made.
+
+    Attributes:
+        rgb: ``(rows, cols, 3)`` uint8 image.
+        bands: the preview's 1-based bands shown (red, green, blue; or one grey band).
+        stretch: per shown band, the ``(low, high)`` values mapped to 0 and 255.
+        factor: scene pixels per quick-look pixel along each axis.
+    """
+
+    rgb: np.ndarray
+    bands: tuple[int, ...]
+    stretch: list[tuple[float, float]]
+    factor: int
+
+
+_S2_BANDS = {"red": ("b04", "b4"), "green": ("b03", "b3"), "blue": ("b02", "b2")}
+_COLOUR_INTERP = {"red": ColorInterp.red, "green": ColorInterp.green, "blue": ColorInterp.blue}
+
+
+def display_bands(
+    descriptions: Sequence[str | None], colorinterp: Sequence[ColorInterp]
+) -> tuple[int, ...]:
+    """The 1-based bands to show: red, green, blue with 3 or more bands, else band 1 (grey).
+
+    Red, green and blue are found, in this order of preference, by Sentinel-2 band name in the
+    description (``B04``, ``B03``, ``B02``), by a word of the description (``red``, ``green``,
+    ``blue``; ``red edge`` is not red), or by GDAL colour interpretation; failing all three,
+    bands 1, 2, 3.
+    """
+    count = len(descriptions)
+    if count < 3:
+        return (1,)
+    words = [re.findall(r"[a-z0-9]+", (d or "").lower()) for d in descriptions]
+    rules = [
+        lambda colour, i: any(w in _S2_BANDS[colour] for w in words[i]),
+        lambda colour, i: colour in words[i] and "edge" not in words[i],
+        lambda colour, i: colorinterp[i] == _COLOUR_INTERP[colour],
+    ]
+    for rule in rules:
+        found = [
+            next((i + 1 for i in range(count) if rule(colour, i)), None)
+            for colour in ("red", "green", "blue")
+        ]
+        if None not in found and len(set(found)) == 3:
+            return tuple(b for b in found if b is not None)
+    return (1, 2, 3)
+
+
+def stretch_band(band: np.ndarray, nodata: float | None) -> tuple[np.ndarray, tuple[float, float]]:
+    """Map a band linearly from its 2nd-98th percentile range to 0-255; invalid pixels are 0.
+
+    Valid pixels are finite and not ``nodata``. A band with a single valid value maps it to
+    128; a band with none is black and its range is ``(nan, nan)``.
+    """
+    values = band.astype(np.float64)
+    valid = np.isfinite(values)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= values != nodata
+    if not valid.any():
+        return np.zeros(band.shape, np.uint8), (math.nan, math.nan)
+    low, high = (float(v) for v in np.percentile(values[valid], STRETCH_PERCENTILES))
+    if high > low:
+        scaled = np.rint((values - low) * (255.0 / (high - low)))
+        out = np.clip(np.where(valid, scaled, 0.0), 0, 255).astype(np.uint8)
+    else:
+        out = np.where(valid, 128, 0).astype(np.uint8)
+    return out, (low, high)
+
+
+def _preview_factor(preview: Affine, scene: Affine, name: str) -> int:
+    """The integer decimation factor of a preview relative to its scene."""
+    ratio = preview.a / scene.a
+    factor = round(ratio)
+    same_origin = math.isclose(preview.c, scene.c, abs_tol=1e-6 * abs(scene.a)) and math.isclose(
+        preview.f, scene.f, abs_tol=1e-6 * abs(scene.e)
+    )
+    if (
+        factor < 1
+        or not math.isclose(ratio, factor, rel_tol=1e-9)
+        or not math.isclose(preview.e, scene.e * factor, rel_tol=1e-9)
+        or not same_origin
+    ):
+        raise SceneError(
+            f"{name}: preview transform {tuple(preview)[:6]} is not the scene transform "
+            f"{tuple(scene)[:6]} scaled by an integer factor"
+        )
+    return factor
+
+
+def _span(offset: int, length: int, factor: int, limit: int) -> tuple[int, int]:
+    """Quick-look pixels whose centre, ``(p + 0.5) * factor`` scene pixels, is in the window."""
+    start = -((factor - 2 * offset) // (2 * factor))
+    stop = -((factor - 2 * (offset + length)) // (2 * factor))
+    return min(max(start, 0), limit), min(max(stop, 0), limit)
+
+
+def quicklook(
+    preview_path: Path | str,
+    records: Sequence[Mapping[str, Any]],
+    scene_transform: Affine,
+    classes: Sequence[str],
+    *,
+    nodata: float | None = None,
+) -> QuickLook:
+    """Render a scene's quick-look from its preview raster and its tile records.
+
+    A preview larger than :data:`QUICKLOOK_MAX_SIDE` on its long side is decimated further
+    (every m-th pixel). Each tile is tinted with its class colour (alpha
+    ``OVERLAY_ALPHA / 256``) over the quick-look pixels whose centre lies in its window; where
+    tiles overlap, the last in grid order (lowest, then rightmost) tints. A tile whose
+    ``reference`` is set and differs from its ``prediction`` gets a magenta outline,
+    ``OUTLINE_PIXELS`` wide, inside its footprint, drawn over all tints. Invalid pixels are
+    black, and tinted like the others inside a tile.
+
+    Args:
+        preview_path: the preview GeoTIFF (all bands, transform = scene transform scaled).
+        records: the scene's tiles: ``window``, ``prediction``, optional ``reference``.
+        scene_transform: the scene's transform, to find the preview's decimation factor.
+        classes: the model's classes, in order.
+        nodata: the scene's nodata value, if it overrides the preview's own.
+
+    Raises:
+        ModelError: a record's prediction is not one of ``classes``.
+        SceneError: the preview is not the scene decimated by an integer factor.
+    """
+    codes = _class_codes(classes)
+    with open_scene(preview_path) as src:
+        factor = _preview_factor(src.transform, scene_transform, str(preview_path))
+        bands = display_bands(src.descriptions, src.colorinterp)
+        data = src.read(list(bands))
+        nodata = src.nodata if nodata is None else nodata
+    step = math.ceil(max(data.shape[1:]) / QUICKLOOK_MAX_SIDE)
+    if step > 1:
+        data, factor = data[:, ::step, ::step], factor * step
+    channels, stretch = [], []
+    for band in data:
+        out, limits = stretch_band(band, nodata)
+        channels.append(out)
+        stretch.append(limits)
+    rgb = np.stack(channels * 3 if len(channels) == 1 else channels, axis=-1)
+    rows, cols = rgb.shape[:2]
+
+    ordered = sorted(
+        records, key=lambda r: (int(r["window"]["row_off"]), int(r["window"]["col_off"]))
+    )
+    spans = []
+    label = np.zeros((rows, cols), dtype=np.uint8)
+    for rec in ordered:
+        win = rec["window"]
+        r0, r1 = _span(int(win["row_off"]), int(win["height"]), factor, rows)
+        c0, c1 = _span(int(win["col_off"]), int(win["width"]), factor, cols)
+        label[r0:r1, c0:c1] = _code(rec, codes)
+        spans.append((r0, r1, c0, c1))
+    palette = np.array(
+        [(0, 0, 0)] + [class_colour(name, i) for i, name in enumerate(classes)], dtype=np.int32
+    )
+    tinted = label > 0
+    blend = rgb[tinted].astype(np.int32) * (256 - OVERLAY_ALPHA)
+    blend += palette[label[tinted]] * OVERLAY_ALPHA + 128
+    rgb[tinted] = (blend >> 8).astype(np.uint8)
+    outline = np.array(OUTLINE_COLOUR, dtype=np.uint8)
+    w = OUTLINE_PIXELS
+    for rec, (r0, r1, c0, c1) in zip(ordered, spans, strict=True):
+        reference = rec.get("reference")
+        if reference is None or reference == rec["prediction"] or r1 <= r0 or c1 <= c0:
+            continue
+        rgb[r0 : min(r0 + w, r1), c0:c1] = outline
+        rgb[max(r1 - w, r0) : r1, c0:c1] = outline
+        rgb[r0:r1, c0 : min(c0 + w, c1)] = outline
+        rgb[r0:r1, max(c1 - w, c0) : c1] = outline
+    return QuickLook(rgb=rgb, bands=bands, stretch=stretch, factor=factor)
+
+
+def _deflate_rows(raw: np.ndarray) -> bytes:
+    """Compress a 2-D uint8 array, row after row, into one zlib stream with libdeflate.
+
+    The array is written as a one-strip DEFLATE GeoTIFF in memory and the strip is read back:
+    a TIFF Deflate strip is a zlib stream. This way the bytes come from the libdeflate bundled
+    in the pinned rasterio wheel, like every GeoTIFF's. Python's ``zlib`` (and GDAL's PNG
+    driver, through libpng) use the system libz, whose output differs between zlib and
+    zlib-ng, so the same image would not give the same file on every machine.
+    """
+    rows, width = raw.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": rows,
+        "count": 1,
+        "dtype": "uint8",
+        "compress": "deflate",
+        "zlevel": PNG_DEFLATE_LEVEL,
+        "tiled": False,
+        "blockysize": rows,
+        # A placeholder georeference: rasterio warns about a missing or identity transform.
+        "transform": Affine(1.0, 0.0, 0.0, 0.0, -1.0, float(rows)),
+    }
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(raw, 1)
+        data = mem.read()
+        with mem.open() as src:
+            offset = int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+            size = int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+    return data[offset : offset + size]
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Encode a ``(rows, cols, 3)`` uint8 image as an 8-bit RGB PNG, byte for byte stable.
+
+    A minimal writer (IHDR, one IDAT, IEND; filter 0 on every row) rather than GDAL's PNG
+    driver: the file holds nothing but pixels (no text, time or georeferencing chunks, no
+    ``.aux.xml``), and the compressed bytes come from the pinned libdeflate (see
+    :func:`_deflate_rows`). ``zlib.crc32`` is only the chunk checksum, which is the same
+    everywhere.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        raise ValueError(f"expected a non-empty (rows, cols, 3) uint8 image, got {rgb.shape}")
+    rows, cols = rgb.shape[:2]
+    raw = np.zeros((rows, 1 + 3 * cols), dtype=np.uint8)  # column 0: filter type 0 (none)
+    raw[:, 1:] = rgb.reshape(rows, 3 * cols)
+    header = struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", _deflate_rows(raw)),
+            _chunk(b"IEND", b""),
+        ]
+    )
+
+
+def _meta_nodata(value: Any) -> float | None:
+    if value is None:
+        return None
+    return math.nan if value == "NaN" else float(value)
+
+
+def write_scene_maps(
+    out_maps_dir: Path | str,
+    out_quicklook_dir: Path | str,
+    scene_id: str,
+    scene_meta: Mapping[str, Any],
+    preview_path: Path | str,
+    records: Sequence[Mapping[str, Any]],
+    tiling: Tiling,
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """Write a scene's class map, score map and quick-look.
+
+    Files: ``<maps>/<id>.classes.tif`` and its ``.aux.xml`` (category names),
+    ``<maps>/<id>.scores.tif`` and ``<quicklook>/<id>.png``.
+
+    Args:
+        out_maps_dir: directory of the map COGs.
+        out_quicklook_dir: directory of the quick-look PNGs.
+        scene_id: the scene's id (names the files).
+        scene_meta: ``transform`` (6 floats, a b c d e f), ``crs_wkt``, ``width``, ``height``
+            and ``nodata`` of the scene.
+        preview_path: the scene's preview raster.
+        records: the scene's tiles: ``window``, ``prediction``, ``score``, optional
+            ``reference``.
+        tiling: the tile ``size`` and ``stride`` the scene was cut with.
+        classes: the model's classes, in order.
+
+    Returns:
+        A summary for the log: file names, map shape, quick-look shape, bands and stretch.
+
+    Raises:
+        ModelError: a record's prediction is not one of ``classes``.
+        TilingError: a record's window is not on the tile grid.
+        SceneError: the preview does not match the scene.
+    """
+    maps_dir, ql_dir = Path(out_maps_dir), Path(out_quicklook_dir)
+    transform = Affine(*[float(v) for v in scene_meta["transform"][:6]])
+    crs = CRS.from_wkt(scene_meta["crs_wkt"]) if scene_meta.get("crs_wkt") else None
+    grid = map_grid(
+        transform, int(scene_meta["width"]), int(scene_meta["height"]), tiling.size, tiling.stride
+    )
+    classes_tif = maps_dir / f"{scene_id}.classes.tif"
+    scores_tif = maps_dir / f"{scene_id}.scores.tif"
+    png = ql_dir / f"{scene_id}.png"
+    written = write_class_cog(classes_tif, class_map(grid, records, classes), grid, crs, classes)
+    write_score_cog(scores_tif, score_map(grid, records), grid, crs)
+    look = quicklook(
+        preview_path, records, transform, classes, nodata=_meta_nodata(scene_meta.get("nodata"))
+    )
+    write_bytes_atomic(png, encode_png(look.rgb))
+    summary = {
+        "classes": classes_tif.name,
+        "category_names": written[1].name,
+        "scores": scores_tif.name,
+        "quicklook": png.name,
+        "map_shape": [grid.height, grid.width],
+        "tiles": len(records),
+        "quicklook_shape": list(look.rgb.shape[:2]),
+        "quicklook_factor": look.factor,
+        "bands": list(look.bands),
+        "stretch": [list(limits) for limits in look.stretch],
+    }
+    log.info(
+        "scene %s: %dx%d map of %d tiles, quick-look %dx%d (bands %s)",
+        scene_id,
+        grid.width,
+        grid.height,
+        len(records),
+        look.rgb.shape[1],
+        look.rgb.shape[0],
+        look.bands,
+    )
+    return summary
+
+
+def render_maps(
+    scenes_dir: Path,
+    index: Mapping[str, Any],
+    predictions: Mapping[str, Any],
+    model: Model,
+    maps_dir: Path,
+    quicklook_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Write the maps and quick-look of every scene that has predictions.
+
+    A tile's score is its feature minus the model's threshold (positive: ``bright``); its
+    reference comes from the tile index.
+
+    Args:
+        scenes_dir: the ingest directory (each scene's preview raster lives there).
+        index: the tile index the predictions were made on.
+        predictions: the predictions document (``predictions``: per-tile records).
+        model: the model that made them.
+        maps_dir: directory for the COGs.
+        quicklook_dir: directory for the PNGs.
+
+    Returns:
+        Each scene's summary (see :func:`write_scene_maps`), by scene id.
+    """
+    references = {tile["id"]: tile.get("reference") for tile in index["tiles"]}
+    tiling = index["tiling"]
+    grid = _Tiling(int(tiling["size"]), int(tiling["stride"]))
+    by_scene: dict[str, list[dict[str, Any]]] = {}
+    for rec in predictions["predictions"]:
+        by_scene.setdefault(rec["scene"], []).append(
+            {
+                "id": rec["id"],
+                "window": rec["window"],
+                "prediction": rec["prediction"],
+                "score": rec["mean_intensity"] - model.threshold,
+                "reference": references.get(rec["id"]),
+            }
+        )
+    summaries = {}
+    for sid, scene in index["scenes"].items():
+        if sid not in by_scene:
+            continue
+        preview = scenes_dir / scene["preview"]["file"]
+        summaries[sid] = write_scene_maps(
+            maps_dir, quicklook_dir, sid, scene, preview, by_scene[sid], grid, CLASSES
+        )
+    return summaries
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    size: int
+    stride: int
