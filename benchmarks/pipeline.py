@@ -13,6 +13,7 @@ block-aligned windows, same GDAL settings) and write the same tiles with the sam
 profile, computing nothing else; once on one thread and once on as many threads as there are
 cores. The ratio is taken against the threaded floor, the stricter of the two.
 Targets (issue 2): every stage under 300 MiB; tile + train + batch_infer within 1.5x the floor.
+Target (issue 8): evaluate + maps together at most 15% of the whole pipeline's wall time.
 """
 
 from __future__ import annotations
@@ -146,6 +147,33 @@ def bench(size: int, workdir: Path) -> None:
             ],
         ),
         ("health", [py, "-m", "stages.health", "model.json", "predictions.json", "health.json"]),
+        (
+            "evaluate",
+            [
+                py,
+                "-m",
+                "stages.evaluate",
+                "model.json",
+                "index.json",
+                "predictions.json",
+                "evaluate.json",
+                "plots",
+            ],
+        ),
+        (
+            "maps",
+            [
+                py,
+                "-m",
+                "stages.maps",
+                "scenes",
+                "index.json",
+                "predictions.json",
+                "model.json",
+                "maps",
+                "quicklook",
+            ],
+        ),
     ]
     results = {name: run(cmd, workdir) for name, cmd in stages}
     scene = f"scenes/synthetic-{params['ingest']['seed']}.tif"
@@ -168,6 +196,12 @@ def bench(size: int, workdir: Path) -> None:
         f"tile+train+batch_infer: {core:.2f} s = {core / floor1[0]:.2f}x the 1-thread floor, "
         f"{core / floor[0]:.2f}x the threaded floor (target <= 1.5x); max stage memory, all "
         f"processes: {max(r[1] for r in results.values()):.0f} MiB (target < 300)"
+    )
+    total = sum(r[0] for r in results.values())
+    new = results["evaluate"][0] + results["maps"][0]
+    print(
+        f"evaluate+maps: {new:.2f} s = {new / total:.1%} of the pipeline's {total:.2f} s "
+        "(all stages, ingest to maps; target <= 15%)"
     )
 
 

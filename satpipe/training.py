@@ -91,9 +91,10 @@ def train(index: dict[str, Any], index_sha256: str, tp: TrainParams, source: str
         feats = np.array([t["mean_intensity"] for t in labelled], dtype=np.float64)
         positive = np.array([t["reference"] == CLASSES[-1] for t in labelled])
         try:
-            threshold = fit_threshold(feats, positive).threshold
+            threshold = fit_threshold(feats, positive, classes=CLASSES).threshold
         except ModelError as exc:
-            raise ModelError(f"{source}: train.method 'fit': {exc}") from exc
+            detail = str(exc).removeprefix("fit_threshold: ")
+            raise ModelError(f"{source}: train.method 'fit': {detail}") from exc
     train_by = group_by_scene(train_set)
     both = sum(1 for t in index["tiles"] if roles[t["scene"]] == "both")
     training = {

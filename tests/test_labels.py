@@ -422,3 +422,44 @@ def test_fit_without_labelled_training_tiles_is_one_line():
         err.value
     )
     assert "\n" not in str(err.value)
+
+
+def test_fit_with_one_labelled_class_names_it():
+    with pytest.raises(ModelError) as err:
+        train(_index([1.0, 2.0, 3.0], ["dark"] * 3), "f" * 64, TrainParams(method="fit"), "i.json")
+    assert str(err.value) == (
+        "i.json: train.method 'fit': only class 'dark' present (3 tiles, 0 'bright'); "
+        "expected tiles of both classes"
+    )
+
+
+def test_pipeline_without_any_reference_evaluates_nothing_and_says_so(tmp_path: Path, make_raster):
+    make_raster(name="scene.tif", width=131, height=97, count=3)
+    (tmp_path / "params.yaml").write_text(
+        "ingest: {source: file, path: scene.tif}\ntile: {size: 32}\n"
+    )
+    steps = [
+        ("ingest", "scenes", "scenes.json", "ingest.json"),
+        ("tile", "scenes", "scenes.json", "tiles", "index.json", "tile.json"),
+        ("train", "index.json", "model.json", "train.json"),
+        ("batch_infer", "model.json", "index.json", "tiles", "pred.json", "pred.geojson"),
+        ("evaluate", "model.json", "index.json", "pred.json", "evaluate.json", "plots"),
+        ("maps", "scenes", "index.json", "pred.json", "model.json", "maps", "quicklook"),
+    ]
+    for name, *args in steps:
+        done = stage(name, *args, cwd=tmp_path)
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+    ev = json.loads((tmp_path / "evaluate.json").read_text())
+    assert ev["evaluated"] is False
+    assert ev["reason"].startswith("no held-out tile has a reference label")
+    assert ev["overall"]["accuracy"] is None and ev["overall"]["balanced_accuracy"] is None
+    assert ev["counts"]["tiles_without_reference"] == ev["counts"]["tiles_held_out"] > 0
+    assert json.loads((tmp_path / "plots/confusion.json").read_text()) == []
+    assert json.loads((tmp_path / "plots/threshold_curve.json").read_text()) == []
+    assert (tmp_path / "quicklook/scene.png").is_file()
+    train_metrics = json.loads((tmp_path / "train.json").read_text())
+    assert train_metrics["training_set"] == {
+        "labelled_tiles": 0,
+        "accuracy": None,
+        "balanced_accuracy": None,
+    }

@@ -23,6 +23,11 @@ STAGES = [
         ["model.json", "index.json", "tiles", "predictions.json", "predictions.geojson"],
     ),
     ("health", ["model.json", "predictions.json", "health.json"]),
+    ("evaluate", ["model.json", "index.json", "predictions.json", "evaluate.json", "plots"]),
+    (
+        "maps",
+        ["scenes", "index.json", "predictions.json", "model.json", "maps", "quicklook"],
+    ),
 ]
 
 
@@ -187,3 +192,32 @@ def test_duplicate_ids_and_no_inference_scene_are_clear_errors(tmp_path: Path) -
     result = _stage(*STAGES[3], tmp_path)
     assert result.returncode == 1
     assert "no scene has the role 'infer' or 'both'" in result.stderr
+
+
+def test_evaluation_and_maps_per_scene(pipeline: Path) -> None:
+    ev = read_json(pipeline / "evaluate.json")
+    scenes = ev["scenes"]
+    # synthetic-1 trains (no inference), synthetic-2 is split, bright is unlabelled inference.
+    assert set(scenes) == {"synthetic-2", "bright"}
+    bright = scenes["bright"]["counts"]
+    assert (
+        bright["tiles_without_reference"] == bright["tiles_held_out"] == bright["tiles_predicted"]
+    )
+    assert scenes["bright"]["accuracy"] is None and scenes["bright"]["tiles"] == 0
+    s2 = scenes["synthetic-2"]["counts"]
+    assert s2["tiles_used_for_training"] > 0 and s2["tiles_with_reference"] > 0
+    assert ev["evaluated"] is True
+    assert ev["overall"]["tiles"] == s2["tiles_with_reference"]
+    rows = read_json(pipeline / "plots/confusion.json")
+    assert len(rows) == ev["overall"]["tiles"]
+    assert {r["scene"] for r in rows} == {"synthetic-2"}
+    maps = sorted(p.name for p in (pipeline / "maps").iterdir())
+    assert maps == sorted(
+        f"{sid}.{ext}"
+        for sid in ("synthetic-2", "bright")
+        for ext in ("classes.tif", "classes.tif.aux.xml", "scores.tif")
+    )
+    assert sorted(p.name for p in (pipeline / "quicklook").iterdir()) == [
+        "bright.png",
+        "synthetic-2.png",
+    ]

@@ -44,6 +44,31 @@ def test_fresh_clone_reproduces_dvc_lock(clone: Path) -> None:
     assert "up to date" in status.stdout
 
 
+def test_lock_pins_the_evaluation_and_the_maps(clone: Path) -> None:
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    outs = {o["path"] for name in ("evaluate", "maps") for o in lock[name]["outs"]}
+    assert outs == {
+        "data/metrics/evaluate.json",
+        "data/plots/confusion.json",
+        "data/plots/threshold_curve.json",
+        "data/plots/feature_histogram.json",
+        "data/maps",
+        "data/quicklook",
+    }
+    evaluation = yaml.safe_load((clone / "data/metrics/evaluate.json").read_text())
+    assert evaluation["evaluated"] is True and evaluation["overall"]["tiles"] > 0
+
+
+def test_plots_render_every_plot(clone: Path, tmp_path: Path) -> None:
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "out")], cwd=clone)
+    html = (tmp_path / "out/index.html").read_text()
+    for field in ('"actual"', '"balanced_accuracy"', '"inference"', '"training"'):
+        assert field in html, field
+    assert [p.name for p in (tmp_path / "out/static").iterdir()] == [
+        "workspace_data_quicklook_synthetic-42.png"
+    ]
+
+
 def test_second_repro_runs_nothing(clone: Path) -> None:
     result = run(["dvc", "repro"], cwd=clone)
     assert "Running stage" not in result.stdout
@@ -86,6 +111,7 @@ def test_experiment_changes_tile_count_without_reingesting(clone: Path) -> None:
     assert "t512" in show
     diff = run(["dvc", "metrics", "diff", "HEAD"], cwd=clone).stdout
     assert "tiles_written" in diff
+    assert "overall.balanced_accuracy" in diff
 
 
 def test_queued_experiments_run(clone: Path) -> None:

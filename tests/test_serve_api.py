@@ -71,7 +71,12 @@ def test_model_reports_the_lock_entry_params_reference_and_versions(
     info = client.get("/model").json()
     lock = yaml.safe_load((pipeline_repo / "dvc.lock").read_text())
     assert info["lock_entry"] == lock["stages"]["train"]
-    assert info["training_params"] == {"fraction": 0.7, "seed": 0, "histogram_bins": 20}
+    assert info["training_params"] == {
+        "method": "mean",
+        "fraction": 0.7,
+        "seed": 0,
+        "histogram_bins": 20,
+    }
     assert info["tile_params"]["size"] == 64
     model = json.loads((pipeline_repo / "data" / "model.json").read_text())
     assert info["reference"] == model["reference"]
