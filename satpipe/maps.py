@@ -101,7 +101,9 @@ COG_OPTIONS: dict[str, Any] = {
     "overviews": "AUTO",
     "statistics": "NO",
 }
-PNG_DEFLATE_LEVEL = 9
+# Level 6, not 9: on the default 1024x1024 quick-look, 0.15 s instead of 0.63 s for a file 10%
+# larger (1.36 vs 1.24 MB); level 9 was a quarter of the maps stage.
+PNG_DEFLATE_LEVEL = 6
 
 
 class Tiling(Protocol):
