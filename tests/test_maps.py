@@ -20,7 +20,8 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window, bounds
 
-from satpipe import maps
+from satpipe import classes as class_lib
+from satpipe import maps, quicklook
 from satpipe.errors import ModelError, SceneError, TilingError
 from satpipe.raster import open_scene
 from satpipe.tiling import axis_offsets, tile_id
@@ -28,7 +29,7 @@ from satpipe.tiling import axis_offsets, tile_id
 CLASSES = ("dark", "bright")
 SCENE_TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5900040.0)
 CRS_UTM = CRS.from_epsg(32633)
-MAGENTA = np.array(maps.OUTLINE_COLOUR, dtype=np.uint8)
+MAGENTA = np.array(quicklook.OUTLINE_COLOUR, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -220,8 +221,8 @@ def test_class_map_is_styled_and_names_its_categories(tmp_path: Path) -> None:
         assert src.colorinterp == (ColorInterp.palette,)
         cmap = src.colormap(1)
         assert cmap[0] == (0, 0, 0, 0)
-        assert cmap[1] == (*maps.PALETTE["dark"], 255)
-        assert cmap[2] == (*maps.PALETTE["bright"], 255)
+        assert cmap[1] == (*class_lib.PALETTE["dark"], 255)
+        assert cmap[2] == (*class_lib.PALETTE["bright"], 255)
     with rasterio.open(tmp_path / "s.scores.tif") as src:
         assert np.isnan(src.nodata) and src.dtypes == ("float32",)
     # The category names are in the PAM sidecar, and GDAL reads them from there...
@@ -291,8 +292,8 @@ def test_class_names_are_escaped_in_the_sidecar(tmp_path: Path) -> None:
     maps.write_class_cog(path, maps.class_map(grid, records, classes), grid, CRS_UTM, classes)
     assert category_names_from_gdal(path) == ["no tile", *classes]
     with rasterio.open(path) as src:  # unknown names take the fallback palette
-        assert src.colormap(1)[1] == (*maps.FALLBACK_PALETTE[0], 255)
-        assert src.colormap(1)[3] == (*maps.PALETTE["dark"], 255)
+        assert src.colormap(1)[1] == (*class_lib.FALLBACK_PALETTE[0], 255)
+        assert src.colormap(1)[3] == (*class_lib.PALETTE["dark"], 255)
 
 
 # --- quick-looks -----------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_true_colour_by_sentinel2_band_name(make_raster: Callable[..., Path]) ->
     preview = make_preview(
         make_raster, (777, 1000), 2, count=4, descriptions=["B02", "B03", "B04", "B08"]
     )
-    look = maps.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
+    look = quicklook.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
     assert look.bands == (3, 2, 1)
     assert look.rgb.shape == (389, 500, 3) and look.rgb.dtype == np.uint8
     assert look.factor == 2
@@ -331,13 +332,13 @@ def test_true_colour_by_sentinel2_band_name(make_raster: Callable[..., Path]) ->
 
 def test_display_band_rules() -> None:
     gray = [ColorInterp.gray] * 5
-    assert maps.display_bands(["B8", "B4", "B3", "B2", None], gray) == (2, 3, 4)
+    assert quicklook.display_bands(["B8", "B4", "B3", "B2", None], gray) == (2, 3, 4)
     words = ["Coastal", "Blue", "Green", "Red edge 1", "Near infrared", "Red"]
-    assert maps.display_bands(words, [ColorInterp.gray] * 6) == (6, 3, 2)
+    assert quicklook.display_bands(words, [ColorInterp.gray] * 6) == (6, 3, 2)
     interp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red]
-    assert maps.display_bands([None, None, None], interp) == (3, 2, 1)
-    assert maps.display_bands(["x", "y", "z", "w"], [ColorInterp.undefined] * 4) == (1, 2, 3)
-    assert maps.display_bands(["B04", "B03"], gray[:2]) == (1,)
+    assert quicklook.display_bands([None, None, None], interp) == (3, 2, 1)
+    assert quicklook.display_bands(["x", "y", "z", "w"], [ColorInterp.undefined] * 4) == (1, 2, 3)
+    assert quicklook.display_bands(["B04", "B03"], gray[:2]) == (1,)
 
 
 def test_grey_for_one_band_and_stretch_of_valid_pixels(make_raster: Callable[..., Path]) -> None:
@@ -347,7 +348,7 @@ def test_grey_for_one_band_and_stretch_of_valid_pixels(make_raster: Callable[...
         return data
 
     preview = make_preview(make_raster, (256, 400), 1, nodata=0, data=pixels)
-    look = maps.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
+    look = quicklook.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
     assert look.bands == (1,)
     assert (look.rgb == look.rgb[..., :1]).all()  # three equal channels
     values = pixels(1, 256, 400)[0]
@@ -361,7 +362,7 @@ def test_float_preview_with_nan_nodata(make_raster: Callable[..., Path]) -> None
     preview = make_preview(
         make_raster, (80, 90), 1, count=3, dtype="float32", data=data, nodata=float("nan")
     )
-    look = maps.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
+    look = quicklook.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
     assert look.bands == (1, 2, 3)
     assert (look.rgb[:, :5] == 0).all()
     band = data[0].astype(np.float64)
@@ -370,7 +371,7 @@ def test_float_preview_with_nan_nodata(make_raster: Callable[..., Path]) -> None
 
 def test_long_side_is_at_most_1024(make_raster: Callable[..., Path]) -> None:
     preview = make_preview(make_raster, (700, 2100), 1, count=3)
-    look = maps.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
+    look = quicklook.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
     assert max(look.rgb.shape[:2]) <= 1024
     assert look.rgb.shape[:2] == (234, 700) and look.factor == 3
 
@@ -378,10 +379,10 @@ def test_long_side_is_at_most_1024(make_raster: Callable[..., Path]) -> None:
 def test_preview_must_be_the_scene_decimated(make_raster: Callable[..., Path]) -> None:
     shifted = make_raster(transform=SCENE_TRANSFORM @ Affine.translation(1, 0) @ Affine.scale(2))
     with pytest.raises(SceneError, match="integer factor"):
-        maps.quicklook(shifted, [], SCENE_TRANSFORM, CLASSES)
+        quicklook.quicklook(shifted, [], SCENE_TRANSFORM, CLASSES)
     odd = make_raster("odd.tif", transform=SCENE_TRANSFORM @ Affine.scale(2.5))
     with pytest.raises(SceneError, match="integer factor"):
-        maps.quicklook(odd, [], SCENE_TRANSFORM, CLASSES)
+        quicklook.quicklook(odd, [], SCENE_TRANSFORM, CLASSES)
 
 
 def overlay_case(make_raster: Callable[..., Path]) -> tuple[Path, list[dict[str, Any]]]:
@@ -417,8 +418,8 @@ def test_overlay_tints_tiles_and_outlines_misclassified_ones(
     make_raster: Callable[..., Path],
 ) -> None:
     preview, records = overlay_case(make_raster)
-    look = maps.quicklook(preview, records, SCENE_TRANSFORM, CLASSES)
-    plain = maps.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
+    look = quicklook.quicklook(preview, records, SCENE_TRANSFORM, CLASSES)
+    plain = quicklook.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
     rgb, base = look.rgb, plain.rgb
     assert rgb.shape == (128, 512, 3)
     # The wrong tile (preview columns 0-127) is outlined, 2 pixels wide, inside its footprint.
@@ -430,8 +431,8 @@ def test_overlay_tints_tiles_and_outlines_misclassified_ones(
         assert not (border(rgb, 0, 128, c0, c0 + 128) == MAGENTA).all(axis=-1).any()
     # Tinting: integer blend of the stretched pixel with the class colour.
     for (r, c), name in [((60, 60), "dark"), ((60, 200), "bright"), ((60, 300), "bright")]:
-        colour = np.array(maps.PALETTE[name], dtype=np.int32)
-        alpha = maps.OVERLAY_ALPHA
+        colour = np.array(class_lib.PALETTE[name], dtype=np.int32)
+        alpha = quicklook.OVERLAY_ALPHA
         expected = (base[r, c].astype(np.int32) * (256 - alpha) + colour * alpha + 128) >> 8
         np.testing.assert_array_equal(rgb[r, c], expected)
     # Outside every tile the image is untouched, and nodata stays black there.
@@ -445,7 +446,7 @@ def test_overlay_refuses_unknown_classes(make_raster: Callable[..., Path]) -> No
     preview, records = overlay_case(make_raster)
     records[1]["prediction"] = "snow"
     with pytest.raises(ModelError, match="'snow'"):
-        maps.quicklook(preview, records, SCENE_TRANSFORM, CLASSES)
+        quicklook.quicklook(preview, records, SCENE_TRANSFORM, CLASSES)
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -463,9 +464,9 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 def test_png_decodes_to_the_array(make_raster: Callable[..., Path], tmp_path: Path) -> None:
     preview, records = overlay_case(make_raster)
-    rgb = maps.quicklook(preview, records, SCENE_TRANSFORM, CLASSES).rgb
-    data = maps.encode_png(rgb)
-    assert data == maps.encode_png(rgb.copy())
+    rgb = quicklook.quicklook(preview, records, SCENE_TRANSFORM, CLASSES).rgb
+    data = quicklook.encode_png(rgb)
+    assert data == quicklook.encode_png(rgb.copy())
     chunks = png_chunks(data)
     assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
     assert chunks[0][1] == struct.pack(">IIBBBBB", 512, 128, 8, 2, 0, 0, 0)
@@ -481,9 +482,9 @@ def test_png_decodes_to_the_array(make_raster: Callable[..., Path], tmp_path: Pa
 
 def test_encode_png_refuses_other_shapes() -> None:
     with pytest.raises(ValueError, match="uint8"):
-        maps.encode_png(np.zeros((4, 4), np.uint8))
+        quicklook.encode_png(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
-        maps.encode_png(np.zeros((4, 4, 3), np.float32))
+        quicklook.encode_png(np.zeros((4, 4, 3), np.float32))
 
 
 # --- a whole scene ---------------------------------------------------------------------------
