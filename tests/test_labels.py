@@ -43,6 +43,20 @@ def test_lookup_ignores_a_listed_code_that_is_the_nodata_value():
     assert lookup.classify(np.array([0, 4], dtype=np.uint8)).tolist() == [-1, 0]
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "uint32"])
+def test_class_counts_histogram_path_agrees_with_classify(dtype: str):
+    lookup = LabelLookup.from_mapping({"dark": [-3, 4, 5, 300], "bright": [8, 9, 70000]}, 5)
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(1)
+    codes = rng.integers(max(info.min, -5), min(info.max, 400) + 1, (97, 83)).astype(dtype)
+    by_pixel = np.bincount(lookup.classify(codes).ravel() + 1, minlength=3)[1:]
+    counts = lookup.class_counts(codes[3:90, 1:80], 2)  # a non-contiguous window too
+    expected = np.bincount(lookup.classify(codes[3:90, 1:80]).ravel() + 1, minlength=3)[1:]
+    assert counts.tolist() == expected.tolist()
+    assert lookup.class_counts(codes, 2).tolist() == by_pixel.tolist()
+    assert by_pixel.sum() > 0
+
+
 def test_tile_reference_majority_fraction_and_minimum():
     lookup = LabelLookup.from_mapping(MAPPING, nodata=255)
     # 10 pixels: 4 bright, 3 dark, 3 unlabelled (code 1 unlisted, 255 nodata).
