@@ -125,8 +125,11 @@ def health_report(
         ref_std = reference["std"] or 1.0
         bins = psi_bins_for(values.size, params.psi_bins)
         shift = (float(values.mean()) - reference["mean"]) / ref_std
-        ref_fr = reference["class_fractions"]
-        class_shift = max(abs(class_fractions.get(k, 0.0) - ref_fr[k]) for k in ref_fr)
+        # A pixel-input model has no training-set class shares (training sees only features).
+        ref_fr = reference.get("class_fractions") or {}
+        class_shift = max(
+            (abs(class_fractions.get(k, 0.0) - v) for k, v in ref_fr.items()), default=0.0
+        )
         figures.update(
             ks_statistic=_r(stat),
             ks_pvalue=_r(pvalue),

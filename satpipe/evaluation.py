@@ -24,14 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from satpipe.classes import CLASSES
 from satpipe.errors import ModelError
-from satpipe.model import Model
 from satpipe.tileindex import held_out_filter
+
+if TYPE_CHECKING:  # the model module imports the kinds, which fit thresholds with this module
+    from satpipe.model import Model
 
 DECIMALS = 6
 COUNT_KEYS = (
@@ -550,11 +551,17 @@ def evaluate_predictions(
         predictions: the predictions document (``metadata`` and ``predictions``).
     """
     held_out = held_out_filter(model.training, predictions["metadata"]["tile_index_sha256"])
+    records = [
+        {**rec, model.monitored: rec["features"][model.monitored]}
+        for rec in predictions["predictions"]
+    ]
+    threshold = model.kind.details().get("threshold")  # kinds with one have a threshold curve
     return evaluate_run(
         index["tiles"],
-        predictions["predictions"],
-        CLASSES,
+        records,
+        model.classes,
         held_out,
-        model.threshold,
+        threshold if isinstance(threshold, float) else None,
         model.reference,
+        feature=model.monitored,
     )

@@ -1,20 +1,35 @@
-"""Features: the per-tile numbers the model looks at.
+"""Features: the per-tile numbers the models look at.
 
-There is one feature, ``mean_intensity``: the mean over valid pixels of the selected bands'
-values. A pixel is valid when every selected band is finite and differs from the nodata value.
-Integer data is summed exactly in 64-bit integers, so the value does not depend on memory layout
-or summation order; the tile stage, batch inference and the REST service all call
-:func:`tile_features`, so the same pixels always give the same bits.
+A tile's *feature vector* is a set of named numbers (:func:`feature_names`):
+
+- ``mean_intensity``: the mean over valid pixels of the selected bands' values (``features.bands``);
+- ``valid_fraction``: the share of the tile's pixels that are valid;
+- ``band_<i>_mean`` and ``band_<i>_std`` for every band ``i`` (1-based) of the tile: the mean and
+  the (population) standard deviation of that band over the valid pixels.
+
+A pixel is valid when every selected band is finite and differs from the nodata value. Integer
+data is summed exactly (sums and sums of squares in Python-sized integers), so the values do not
+depend on memory layout or summation order; the tile stage, batch inference and the REST service
+all call :func:`feature_vector` (or :func:`tile_features` for the two scalar figures), so the same
+pixels always give the same bits.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 FEATURE_NAME = "mean_intensity"
+VALID_FRACTION = "valid_fraction"
+
+
+def feature_names(band_count: int) -> tuple[str, ...]:
+    """The names of a tile's feature vector for a scene of ``band_count`` bands, in order."""
+    per_band = [f"band_{i}_{stat}" for i in range(1, band_count + 1) for stat in ("mean", "std")]
+    return (FEATURE_NAME, VALID_FRACTION, *per_band)
 
 
 @dataclass(frozen=True)
@@ -99,3 +114,75 @@ def tile_features(data: np.ndarray, nodata: float | None, spec: FeatureSpec) -> 
         values = selected.reshape(bands, -1) if count == total_pixels else selected[:, mask]
         mean = float(np.ascontiguousarray(values, dtype=np.float64).sum()) / values.size
     return TileFeatures(count / total_pixels, mean)
+
+
+def _band_stats(band: np.ndarray, mask: np.ndarray, count: int) -> tuple[float, float]:
+    """Mean and population standard deviation of ``band`` over ``mask`` (``count`` pixels)."""
+    if band.dtype.kind in "iu" and band.dtype.itemsize <= 2:
+        values = band if count == mask.size else band[mask]
+        wide = values.astype(np.int64, copy=False).ravel()
+        total = int(wide.sum())
+        squares = int(np.einsum("i,i->", wide, wide, optimize=False))
+        # Exact in integers: count^2 * variance = count * sum(x^2) - sum(x)^2.
+        spread = count * squares - total * total
+        return total / count, math.sqrt(spread) / count
+    values = np.ascontiguousarray(band if count == mask.size else band[mask], dtype=np.float64)
+    mean = float(values.sum()) / count
+    deviation = values - mean
+    return mean, math.sqrt(float((deviation * deviation).sum()) / count)
+
+
+def feature_vector(
+    data: np.ndarray,
+    nodata: float | None,
+    spec: FeatureSpec,
+    names: tuple[str, ...] | None = None,
+    basic: TileFeatures | None = None,
+) -> dict[str, float] | None:
+    """The named features of one ``(bands, rows, cols)`` tile (see the module docstring).
+
+    Args:
+        data: pixel values.
+        nodata: the nodata value, or None when the data declares none.
+        spec: which bands ``mean_intensity`` averages (and whose validity counts).
+        names: the features wanted (default: all of :func:`feature_names`); computing only
+            those a model reads keeps serving fast.
+        basic: :func:`tile_features` of the same tile, when the caller has it already.
+
+    Returns:
+        ``{name: value}`` in the order of ``names``, or None when no pixel is valid.
+
+    Raises:
+        ValueError: a name is not a feature of a tile with this many bands.
+    """
+    all_names = feature_names(data.shape[0])
+    wanted = all_names if names is None else names
+    unknown = [n for n in wanted if n not in all_names]
+    if unknown:
+        raise ValueError(
+            f"unknown feature {unknown[0]!r} for a {data.shape[0]}-band tile; expected one of "
+            f"{', '.join(all_names)}"
+        )
+    basic = basic or tile_features(data, nodata, spec)
+    if basic.mean_intensity is None:
+        return None
+    out: dict[str, float] = {}
+    mask = None
+    stats: dict[int, tuple[float, float]] = {}
+    for name in wanted:
+        if name == FEATURE_NAME:
+            out[name] = basic.mean_intensity
+        elif name == VALID_FRACTION:
+            out[name] = basic.valid_fraction
+        else:
+            if mask is None:
+                indexes = spec.indexes(data.shape[0])
+                selected = data if indexes == list(range(data.shape[0])) else data[indexes]
+                mask = valid_mask(selected, nodata)
+                count = int(np.count_nonzero(mask))
+            _, index, stat = name.split("_")
+            band = int(index) - 1
+            if band not in stats:
+                stats[band] = _band_stats(data[band], mask, count)
+            out[name] = stats[band][0 if stat == "mean" else 1]
+    return out

@@ -53,7 +53,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
-from satpipe.classes import CLASSES, class_codes, class_colour, code_of
+from satpipe.classes import class_codes, class_colour, code_of
 from satpipe.errors import TilingError
 from satpipe.files import atomic_path, write_bytes_atomic
 from satpipe.model import Model
@@ -420,7 +420,8 @@ def render_maps(
 ) -> dict[str, dict[str, Any]]:
     """Write the maps and quick-look of every scene that has predictions.
 
-    A tile's score is its feature minus the model's threshold (positive: ``bright``); its
+    A tile's score is the one its prediction carries (what it means is the model kind's: the
+    threshold's margin, a class probability); its
     reference comes from the tile index.
 
     Args:
@@ -444,7 +445,7 @@ def render_maps(
                 "id": rec["id"],
                 "window": rec["window"],
                 "prediction": rec["prediction"],
-                "score": rec["mean_intensity"] - model.threshold,
+                "score": rec["score"],
                 "reference": references.get(rec["id"]),
             }
         )
@@ -454,7 +455,7 @@ def render_maps(
             continue
         preview = scenes_dir / scene["preview"]["file"]
         summaries[sid] = write_scene_maps(
-            maps_dir, quicklook_dir, sid, scene, preview, by_scene[sid], grid, CLASSES
+            maps_dir, quicklook_dir, sid, scene, preview, by_scene[sid], grid, model.classes
         )
     return summaries
 

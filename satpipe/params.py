@@ -251,15 +251,39 @@ class FeaturesParams(_Section):
         return value
 
 
-class TrainParams(_Section):
-    """``train``: the training subset, how the threshold is chosen, the reference distribution.
+class LogisticParams(_Section):
+    """``train.logistic``: the logistic kind's features (null = all but the valid fraction)."""
 
-    ``method`` ``mean`` sets the threshold to the mean of the training tiles' feature; ``fit``
-    picks the threshold that maximises balanced accuracy on the training tiles that have a
-    reference label (see :func:`satpipe.evaluation.fit_threshold`).
+    features: list[str] | None = None
+    l2: float = Field(1.0, ge=0.0)
+    iterations: int = Field(500, ge=1, le=100_000)
+
+
+class OnnxParams(_Section):
+    """``train.onnx``: a classifier exported to ONNX, and what its input and outputs mean."""
+
+    path: str
+    input: Literal["features", "pixels"] = "features"
+    features: list[str] | None = None
+    classes: list[str]
+    batch: int = Field(256, ge=1, le=65536)
+    bands: int | None = Field(None, ge=1)
+    size: int | None = Field(None, ge=1)
+
+
+class TrainParams(_Section):
+    """``train``: the model kind, the training subset, the reference distribution.
+
+    ``model`` names the kind (:mod:`satpipe.kinds`): ``threshold`` (default), ``logistic`` or
+    ``onnx``, each with its own settings: ``method`` for the threshold (``mean``: the mean of the
+    training tiles' feature; ``fit``: the threshold with the best balanced accuracy on the
+    labelled training tiles), ``logistic`` and ``onnx`` for the others.
     """
 
+    model: str = "threshold"
     method: Literal["mean", "fit"] = "mean"
+    logistic: LogisticParams = LogisticParams()
+    onnx: OnnxParams | None = None
     fraction: float = Field(0.5, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0)
     histogram_bins: int = Field(20, ge=2, le=1000)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
-from satpipe.features import FeatureSpec, tile_features
+from satpipe.features import FeatureSpec, feature_vector, tile_features
 from satpipe.files import sha256_bytes
 from satpipe.labels import LabelLookup, tile_reference
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
@@ -148,6 +148,7 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
         if 1.0 - feats.valid_fraction > ctx.max_nodata:
             skipped["nodata"] += 1
             continue
+        vector = feature_vector(tile, ctx.nodata, ctx.spec, basic=feats)
         transform = windows.transform(win, scene_transform)
         blob = encode_tile(np.ascontiguousarray(tile), transform, ctx.profile)
         tid = tile_id(win.row_off, win.col_off)
@@ -176,6 +177,7 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
                 **({"scene": ctx.scene_id} if ctx.scene_id is not None else {}),
                 "valid_fraction": feats.valid_fraction,
                 "mean_intensity": feats.mean_intensity,
+                "features": vector,
                 "labelled_fraction": ref.labelled_fraction if ref else 0.0,
                 "reference": ref.reference if ref else None,
             }

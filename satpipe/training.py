@@ -1,26 +1,28 @@
 """Training: choosing the training tiles of an index and fitting the model on them.
 
 Training tiles are every tile of a ``train`` scene and a hash-chosen share of each ``both`` scene
-(:func:`satpipe.tileindex.is_training_tile`). ``train.method`` decides the threshold: ``mean``,
-the mean of the training tiles' feature, needs no labels; ``fit`` is the threshold that
-maximises balanced accuracy on the training tiles that have a reference class
-(:func:`satpipe.evaluation.fit_threshold`). Either way, when some training tiles have a reference,
-the model records how it scores on them (its training-set figures), and the tiles left out are
-the ones the evaluate stage judges it on.
+(:func:`satpipe.tileindex.is_training_tile`). ``train.model`` names the kind
+(:mod:`satpipe.kinds`), fitted on the training tiles' feature vectors and, for kinds that use
+them, their reference classes. Whatever the kind, when some training tiles have a reference the
+model records how it scores on them (its training-set figures), and the tiles left out are the
+ones the evaluate stage judges it on.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from satpipe import model as model_lib
+from satpipe.classes import CLASSES
 from satpipe.errors import ModelError
-from satpipe.evaluation import classification_scores, fit_threshold
-from satpipe.model import CLASSES, Model
+from satpipe.evaluation import classification_scores
+from satpipe.kinds import Kind, TrainingSet
+from satpipe.model import Model
 from satpipe.params import TrainParams
 from satpipe.tileindex import group_by_scene, is_training_tile
 
@@ -45,19 +47,57 @@ def training_tiles(index: dict[str, Any], tp: TrainParams) -> list[dict[str, Any
     ]
 
 
-def _figures(labelled: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """How the threshold scores on the labelled training tiles."""
-    actual = [t["reference"] for t in labelled]
-    predicted = [CLASSES[-1] if t["mean_intensity"] > threshold else CLASSES[0] for t in labelled]
-    scores = classification_scores(actual, predicted, CLASSES)
+def training_set(tiles: list[dict[str, Any]], classes: tuple[str, ...]) -> TrainingSet:
+    """The feature vectors and references of ``tiles``.
+
+    The columns are the features every tile has (scenes with different band counts share the
+    scalar ones), in the first tile's order.
+    """
+    names = list(tiles[0]["features"])
+    common = set(names).intersection(*(t["features"].keys() for t in tiles[1:]))
+    names = [n for n in names if n in common]
+    x = np.array([[t["features"][n] for n in names] for t in tiles], dtype=np.float64)
+    references = tuple(t.get("reference") for t in tiles)
+    return TrainingSet(x.reshape(len(tiles), len(names)), tuple(names), references, classes)
+
+
+def _figures(kind: Kind, train: TrainingSet) -> dict[str, Any]:
+    """How a fitted kind scores on the labelled training tiles (feature-input kinds)."""
+    rows = [i for i, ref in enumerate(train.references) if ref is not None]
+    if not rows or kind.input != "features":
+        return {"labelled_tiles": len(rows), "accuracy": None, "balanced_accuracy": None}
+    columns = [train.names.index(n) for n in kind.feature_names]
+    positions, _ = kind.predict(train.features[np.ix_(rows, columns)])
+    predicted = [train.classes[int(p)] for p in positions]
+    scores = classification_scores(
+        [train.references[i] for i in rows], predicted, list(train.classes)
+    )
     return {
-        "labelled_tiles": len(labelled),
+        "labelled_tiles": len(rows),
         "accuracy": scores["accuracy"],
         "balanced_accuracy": scores["balanced_accuracy"],
     }
 
 
-def train(index: dict[str, Any], index_sha256: str, tp: TrainParams, source: str) -> TrainingResult:
+def kind_params(tp: TrainParams) -> dict[str, Any]:
+    """The params of the kind ``train.model`` names: its own section ``train.<kind>``.
+
+    A kind without a section of its own (the threshold) gets ``{"method": train.method}``.
+
+    Raises:
+        ModelError: the kind's section is null but the kind needs one (``train.onnx``).
+    """
+    if tp.model in type(tp).model_fields:
+        section = getattr(tp, tp.model)
+        if section is None:
+            raise ModelError(f"train.model {tp.model!r} needs its settings in train.{tp.model}")
+        return section.model_dump()
+    return {"method": tp.method}
+
+
+def train(
+    index: dict[str, Any], index_sha256: str, tp: TrainParams, source: str, root: Path | None = None
+) -> TrainingResult:
     """Fit the model on ``index``'s training tiles with ``tp``.
 
     Args:
@@ -65,37 +105,24 @@ def train(index: dict[str, Any], index_sha256: str, tp: TrainParams, source: str
         index_sha256: its file's sha256 (the training set's identity, kept in the model).
         tp: the ``train`` params.
         source: how to name the index in messages.
+        root: the directory relative paths in the kind's params resolve against.
 
     Raises:
-        ModelError: no training tile, or ``fit`` without two classes among the labelled ones.
+        ModelError: no training tile, or the kind cannot be fitted (named, one line).
     """
     roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
-    train_set = training_tiles(index, tp)
-    if not train_set:
+    train_tiles = training_tiles(index, tp)
+    if not train_tiles:
         raise ModelError(
             f"{source}: no training tile: train.fraction {tp.fraction} selects none of the "
             f"{len(index['tiles'])} tiles of scenes with role 'train' or 'both' "
             f"({sum(r != 'infer' for r in roles.values())} such scenes); raise train.fraction, "
             "use more tiles, or give a scene the role 'train'"
         )
-    values = np.array([t["mean_intensity"] for t in train_set], dtype=np.float64)
-    labelled = [t for t in train_set if t.get("reference") is not None]
-    threshold = None
-    if tp.method == "fit":
-        if not labelled:
-            raise ModelError(
-                f"{source}: train.method 'fit' needs training tiles with a reference class; none "
-                f"of the {len(train_set)} training tiles has one (give the scenes labels, or "
-                "lower tile.min_labelled_fraction, or use train.method 'mean')"
-            )
-        feats = np.array([t["mean_intensity"] for t in labelled], dtype=np.float64)
-        positive = np.array([t["reference"] == CLASSES[-1] for t in labelled])
-        try:
-            threshold = fit_threshold(feats, positive, classes=CLASSES).threshold
-        except ModelError as exc:
-            detail = str(exc).removeprefix("fit_threshold: ")
-            raise ModelError(f"{source}: train.method 'fit': {detail}") from exc
-    train_by = group_by_scene(train_set)
+    params = kind_params(tp)
+    classes = tuple(params.get("classes") or CLASSES)
+    data = training_set(train_tiles, classes)
+    train_by = group_by_scene(train_tiles)
     both = sum(1 for t in index["tiles"] if roles[t["scene"]] == "both")
     training = {
         "tile_index_sha256": index_sha256,
@@ -105,28 +132,36 @@ def train(index: dict[str, Any], index_sha256: str, tp: TrainParams, source: str
         },
         "tiling": index["tiling"],
         "params": tp.model_dump(),
-        "tiles": len(train_set),
-        "tiles_held_out": both - sum(1 for t in train_set if roles[t["scene"]] == "both"),
-        "method": tp.method,
+        "tiles": len(train_tiles),
+        "tiles_held_out": both - sum(1 for t in train_tiles if roles[t["scene"]] == "both"),
+        "method": tp.method if tp.model == "threshold" else tp.model,
     }
-    threshold = float(values.mean()) if threshold is None else threshold
-    training["figures"] = _figures(labelled, threshold)
-    model = model_lib.fit(values, index["feature"], training, tp.histogram_bins, threshold)
+    try:
+        kind = model_lib.fit_kind(tp.model, data, params, root or Path.cwd())
+        training["figures"] = _figures(kind, data)
+        model = model_lib.build(kind, data, index["feature"], training, tp.histogram_bins)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from exc
     metrics = {
-        "method": tp.method,
-        "threshold": model.threshold,
-        "training_tiles": len(train_set),
+        "model": tp.model,
+        "method": training["method"],
+        "training_tiles": len(train_tiles),
         "held_out_tiles": training["tiles_held_out"],
-        "bright_fraction": model.reference["class_fractions"]["bright"],
+        "class_fractions": model.reference.get("class_fractions"),
         "training_set": training["figures"],
+        **{f"model.{k}": v for k, v in model.kind.details().items() if _scalar(v)},
     }
     log.info(
-        "model %s: %s threshold %.3f from %d tiles (%d labelled, %d held out)",
+        "model %s: %s (%s) from %d tiles (%d labelled, %d held out)",
         model.version,
-        tp.method,
-        model.threshold,
-        len(train_set),
-        len(labelled),
+        tp.model,
+        training["method"],
+        len(train_tiles),
+        training["figures"]["labelled_tiles"],
         training["tiles_held_out"],
     )
     return TrainingResult(model, metrics)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None

@@ -30,7 +30,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import satpipe
 from satpipe.errors import SatpipeError
-from satpipe.model import CLASSES
 from serve.errors import AuthError, NotReadyError, status_for
 from serve.metrics import Metrics
 from serve.schemas import (
@@ -205,8 +204,10 @@ async def model_info(request: Request, ctx: ReadyDep) -> ModelInfo:
         lock_entry=pin.train.entry,
         training_params=pin.train_params,
         tile_params=pin.tile_params,
-        threshold=m.threshold,
-        classes=list(CLASSES),
+        kind=m.kind.name,
+        details=m.kind.details(),
+        classes=list(m.classes),
+        monitored=m.monitored,
         feature=m.feature,
         reference=m.reference,
         training=m.training,

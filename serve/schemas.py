@@ -59,8 +59,11 @@ class InferResult(BaseModel):
         description="(left, bottom, right, top) in crs, when known"
     )
     crs: str | None
-    prediction: Literal["dark", "bright"]
-    mean_intensity: float
+    prediction: str = Field(description="the class, one of the model's classes (see /model)")
+    score: float = Field(description="the model's score for it (meaning depends on the kind)")
+    features: dict[str, float] = Field(
+        description="the features the model read, and the one drift monitoring watches"
+    )
     valid_fraction: float
     model_version: str
     model_md5: str
@@ -111,8 +114,10 @@ class ModelInfo(BaseModel):
     lock_entry: dict[str, Any] = Field(description="the train stage's entry in dvc.lock")
     training_params: dict[str, Any] = Field(description="params the train stage ran with")
     tile_params: dict[str, Any] = Field(description="params the tile stage ran with")
-    threshold: float
+    kind: str = Field(description="the model kind (threshold, logistic, onnx, ...)")
+    details: dict[str, Any] = Field(description="the kind's own parameters, e.g. the threshold")
     classes: list[str]
+    monitored: str = Field(description="the feature drift monitoring compares with training")
     feature: dict[str, Any]
     reference: dict[str, Any] = Field(description="training reference statistics (drift)")
     training: dict[str, Any] = Field(description="training provenance recorded in the model")

@@ -125,7 +125,7 @@ class Service:
         else:
             blob = lockfile.read_pinned(root, pin.model, cache)
             index_blob = lockfile.read_pinned(root, pin.tile_index, cache)
-        model = model_lib.from_dict(_load_json(blob, "model"), blob.origin)
+        model = model_lib.from_dict(_load_json(blob, "model"), blob.origin, root)
         index = _load_json(index_blob, "tile index")
         try:
             expectations = Expectations.from_pin(pin, index)
@@ -256,7 +256,8 @@ def _result(
         bounds=bounds,
         crs=crs if bounds is not None else None,
         prediction=pred.prediction,
-        mean_intensity=pred.mean_intensity,
+        score=pred.score,
+        features=pred.features,
         valid_fraction=pred.valid_fraction,
         model_version=pred.model_version,
         model_md5=loaded.md5,

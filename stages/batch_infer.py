@@ -61,14 +61,14 @@ def main(args: argparse.Namespace) -> None:
         "run_key": json_digest(
             {"model_md5": model_md5, "tile_index_sha256": index_sha, "params": bp.model_dump()}
         ),
-        "model": {"version": model.version, "md5": model_md5, "threshold": model.threshold},
+        "model": {"version": model.version, "md5": model_md5, "kind": model.kind.name},
         "tile_index_sha256": index_sha,
         "params": bp.model_dump(),
         "tiles_total": total,
         "tiles_inferred": len(records),
         "tiles_failed": len(failures),
         "failed": failures,
-        "monitoring": monitoring(records),
+        "monitoring": monitoring(records, model.classes, model.monitored),
     }
     _record(args.run_record, latencies, elapsed, metadata)
     if failed_fraction > bp.max_failed_fraction:
@@ -86,7 +86,7 @@ def main(args: argparse.Namespace) -> None:
             fc = feature_collection(
                 CRS.from_wkt(scene["crs_wkt"]),
                 mine,
-                ("scene", "prediction", "mean_intensity", "model_version", "path"),
+                ("scene", "prediction", "score", "features", "model_version", "path"),
             )
             features.extend(fc["features"])
     geojson = {"type": "FeatureCollection", "features": features}

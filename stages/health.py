@@ -18,7 +18,7 @@ import numpy as np
 from satpipe import model as model_lib
 from satpipe.drift import STATUSES, health_report
 from satpipe.files import read_json, write_json
-from satpipe.model import CLASSES, Model
+from satpipe.model import Model
 from satpipe.params import HealthParams, load_params
 from satpipe.tileindex import group_by_scene, held_out_filter
 from stages import _cli
@@ -29,10 +29,10 @@ log = logging.getLogger(__name__)
 def _compare(
     records: list[dict[str, Any]], failed: int, total: int, model: Model, hp: HealthParams
 ) -> dict[str, Any]:
-    values = np.array([r["mean_intensity"] for r in records], dtype=np.float64)
+    values = np.array([r["features"][model.monitored] for r in records], dtype=np.float64)
     fractions = {
         c: (sum(r["prediction"] == c for r in records) / len(records) if records else 0.0)
-        for c in CLASSES
+        for c in model.classes
     }
     report = health_report(values, model.reference, failed, total, fractions, hp)
     return {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from satpipe.files import write_json
 from satpipe.params import load_params
@@ -19,7 +20,7 @@ def main(args: argparse.Namespace) -> None:
     """Fit and write the model and the training metrics."""
     tp = load_params(args.params).train
     index = load_index(args.index)
-    result = train(index, index_hash(args.index), tp, args.index)
+    result = train(index, index_hash(args.index), tp, args.index, Path(args.params).parent)
     write_json(args.model, result.model.to_dict())
     write_json(args.metrics, result.metrics)
 

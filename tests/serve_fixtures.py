@@ -39,7 +39,7 @@ from tests.helpers import REPO, tool_env
 from tests.helpers import output as run
 
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
-PIPELINE_DIRS = ("stages", "satpipe")
+PIPELINE_DIRS = ("stages", "satpipe", "models")
 SMALL = {"ingest": {"width": 700, "height": 600}, "tile": {"size": 64}}
 TILE = 64
 

@@ -66,8 +66,10 @@ def test_predictions_cover_every_tile(workdir: Path) -> None:
     by_id = {t["id"]: t for t in index["tiles"]}
     for pred in preds["predictions"]:
         tile = by_id[pred["id"]]
-        assert pred["mean_intensity"] == tile["mean_intensity"]
-        expected = "bright" if pred["mean_intensity"] > model["threshold"] else "dark"
+        assert pred["features"] == {"mean_intensity": tile["mean_intensity"]}
+        threshold = model["model"]["threshold"]
+        expected = "bright" if tile["features"]["mean_intensity"] > threshold else "dark"
+        assert pred["score"] == tile["mean_intensity"] - threshold
         assert pred["prediction"] == expected
         assert pred["window"] == tile["window"] and pred["bounds"] == tile["bounds"]
     geo = read_json(workdir / "predictions.geojson")

@@ -11,6 +11,7 @@ import pytest
 from satpipe import model as model_lib
 from satpipe.errors import ModelError
 from satpipe.features import FeatureSpec, tile_features, valid_mask
+from tests.models import threshold_model
 
 
 def test_mean_over_valid_pixels_only() -> None:
@@ -77,19 +78,15 @@ def test_integer_mean_equals_the_plain_masked_sum(invalid_fraction: float, dtype
 
 
 def _fit(values: list[float]) -> model_lib.Model:
-    return model_lib.fit(
-        np.array(values),
-        FeatureSpec().to_dict(),
-        {"tile_index_sha256": "ab" * 32, "tiles": len(values)},
-        bins=4,
-    )
+    return threshold_model(values, bins=4)
 
 
 def test_threshold_is_mean_and_prediction_splits_on_it() -> None:
     model = _fit([1.0, 2.0, 3.0, 10.0])
-    assert model.threshold == 4.0
-    assert model.predict(4.0) == "dark"
-    assert model.predict(4.0001) == "bright"
+    assert model.kind.details()["threshold"] == 4.0
+    classes, scores = model.predict(np.array([[4.0], [4.0001]]))
+    assert classes == ["dark", "bright"]
+    assert scores.tolist() == [0.0, pytest.approx(0.0001)]
     assert model.reference["class_fractions"] == {"dark": 0.75, "bright": 0.25}
     assert model.reference["quantiles"][0] == 1.0 and model.reference["quantiles"][-1] == 10.0
     assert sum(model.reference["histogram"]["counts"]) == 4
@@ -108,7 +105,7 @@ def test_round_trip_and_tamper_detection(tmp_path: Path) -> None:
     path.write_text(json.dumps(model.to_dict()))
     assert model_lib.load(path) == model
     doc = model.to_dict()
-    doc["threshold"] = 99.0
+    doc["model"]["threshold"] = 99.0
     path.write_text(json.dumps(doc))
     with pytest.raises(ModelError, match="does not match its content"):
         model_lib.load(path)
@@ -119,7 +116,12 @@ def test_fit_rejects_empty_and_load_rejects_non_models(tmp_path: Path) -> None:
         _fit([])
     path = tmp_path / "x.json"
     path.write_text("[1, 2]")
-    with pytest.raises(ModelError, match="not a mean-intensity-threshold model"):
+    with pytest.raises(ModelError, match="not a model document"):
+        model_lib.load(path)
+    path.write_text(json.dumps({**_fit([1.0, 2.0]).to_dict(), "kind": "forest"}))
+    with pytest.raises(
+        ModelError, match=r"unknown model kind 'forest'; expected one of .*threshold"
+    ):
         model_lib.load(path)
     with pytest.raises(ModelError, match="model file not found"):
         model_lib.load(tmp_path / "missing.json")

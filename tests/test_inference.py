@@ -15,9 +15,9 @@ import pytest
 from satpipe import inference, malloc
 from satpipe import model as model_lib
 from satpipe.errors import TileError
-from satpipe.features import FeatureSpec
 from satpipe.files import sha256_file
 from satpipe.inference import VerifiedFiles, predict_file
+from tests.models import threshold_model
 
 
 @pytest.fixture
@@ -36,12 +36,7 @@ def tile(make_raster: Callable[..., Path]) -> Path:
 @pytest.fixture
 def model() -> model_lib.Model:
     """A threshold model over all bands."""
-    return model_lib.fit(
-        np.array([10.0, 2000.0]),
-        FeatureSpec().to_dict(),
-        {"tile_index_sha256": "ab" * 32, "tiles": 2},
-        bins=2,
-    )
+    return threshold_model([10.0, 2000.0], bins=2)
 
 
 @pytest.fixture

@@ -380,7 +380,13 @@ def test_ingest_stage_prints_one_line_for_bad_labels(repo_root: Path, tmp_path: 
 
 def _index(values: list[float], refs: list[str | None]) -> dict:
     entries = [
-        {"id": f"s/r{i:06d}_c000000", "scene": "s", "mean_intensity": v, "reference": r}
+        {
+            "id": f"s/r{i:06d}_c000000",
+            "scene": "s",
+            "mean_intensity": v,
+            "features": {"mean_intensity": v, "valid_fraction": 1.0},
+            "reference": r,
+        }
         for i, (v, r) in enumerate(zip(values, refs, strict=True))
     ]
     scene = {"id": "s", "role": "train", "sha256": "0" * 64}
@@ -417,7 +423,9 @@ def test_fit_method_separates_separable_labels_perfectly():
     values = [10.0, 12.0, 30.0, 14.0, 50.0, 55.0, 11.0, 60.0]
     refs = ["dark", "dark", "bright", "dark", "bright", "bright", "dark", "bright"]
     result = train(_index(values, refs), "f" * 64, TrainParams(method="fit"), "idx.json")
-    assert result.model.threshold == 22.0  # midpoint of the max dark (14) and the min bright (30)
+    assert (
+        result.model.kind.details()["threshold"] == 22.0
+    )  # midpoint of the max dark (14) and the min bright (30)
     assert result.model.training["method"] == "fit"
     assert result.model.training["figures"] == {
         "labelled_tiles": 8,
@@ -425,7 +433,7 @@ def test_fit_method_separates_separable_labels_perfectly():
         "balanced_accuracy": 1.0,
     }
     mean = train(_index(values, refs), "f" * 64, TrainParams(method="mean"), "idx.json")
-    assert mean.model.threshold == pytest.approx(np.mean(values))
+    assert mean.model.kind.details()["threshold"] == pytest.approx(np.mean(values))
     assert mean.model.training["figures"]["accuracy"] < 1.0  # the mean (30.25) misses 30
 
 

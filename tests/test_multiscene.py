@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import yaml
 from rasterio.transform import from_origin
 
@@ -51,36 +52,46 @@ def _run_all(tmp: Path) -> None:
         assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
-@pytest.fixture
-def bright_scene(make_raster) -> Path:
+def _write_bright(path: Path) -> Path:
     """A 4-band uint16 scene in EPSG:4326 (not the synthetic scenes' UTM), far brighter."""
-
-    def pixels(count: int, height: int, width: int) -> np.ndarray:
-        rng = np.random.default_rng(5)
-        return rng.integers(8000, 9000, size=(count, height, width)).astype(np.uint16)
-
-    return make_raster(
-        "inputs/bright.tif",
-        count=4,
-        width=197,
-        height=161,
-        nodata=0,
-        crs="EPSG:4326",
-        transform=from_origin(13.0, 53.2, 0.0001, 0.0001),
-        data=pixels,
-    )
+    rng = np.random.default_rng(5)
+    data = rng.integers(8000, 9000, size=(4, 161, 197)).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "driver": "GTiff",
+        "width": 197,
+        "height": 161,
+        "count": 4,
+        "dtype": "uint16",
+        "nodata": 0,
+        "crs": "EPSG:4326",
+        "transform": from_origin(13.0, 53.2, 0.0001, 0.0001),
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.update_tags(ACQUISITION_TIME="2024-06-01T10:30:21Z")
+    return path
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path, bright_scene: Path) -> Path:
+def bright_scene(tmp_path: Path) -> Path:
+    """The bright scene in this test's directory."""
+    return _write_bright(tmp_path / "inputs/bright.tif")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three scenes (two synthetic, one bright file) through every stage, once per module."""
+    root = tmp_path_factory.mktemp("multiscene")
+    _write_bright(root / "inputs/bright.tif")
     scenes = [
         {"source": "synthetic", "seed": 1, "width": 331, "height": 263, "role": "train"},
         {"source": "synthetic", "seed": 2, "width": 300, "height": 300, "role": "both"},
         {"source": "file", "path": "inputs/bright.tif", "role": "infer", "id": "bright"},
     ]
-    _params(tmp_path, {"scenes": scenes})
-    _run_all(tmp_path)
-    return tmp_path
+    _params(root, {"scenes": scenes})
+    _run_all(root)
+    return root
 
 
 def test_each_scene_is_written_under_its_id(pipeline: Path) -> None:
@@ -127,7 +138,7 @@ def test_roles_decide_training_and_inference(pipeline: Path) -> None:
         or (t["scene"] == "synthetic-2" and in_training_subset(t["id"], tp["seed"], tp["fraction"]))
     ]
     assert model["training"]["tiles"] == len(expected_train)
-    assert model["threshold"] == pytest.approx(
+    assert model["model"]["threshold"] == pytest.approx(
         np.mean([t["mean_intensity"] for t in expected_train])
     )
     assert model["training"]["scenes"]["bright"]["tiles"] == 0

@@ -136,14 +136,14 @@ def _assert_serves_like_batch(client: TestClient, pushed: Pushed, repo: Path) ->
     records = _predictions(pushed, repo)
     one = client.post("/infer", json={"tile_path": records[0]["path"]})
     assert one.status_code == 200, one.text
-    assert (one.json()["prediction"], one.json()["mean_intensity"]) == (
+    assert (one.json()["prediction"], one.json()["score"]) == (
         records[0]["prediction"],
-        records[0]["mean_intensity"],
+        records[0]["score"],
     )
     batch = client.post("/infer/batch", json={"tile_paths": [r["path"] for r in records]}).json()
     assert batch["failed"] == 0 and batch["model_md5"] == md5
-    got = [(i["result"]["prediction"], i["result"]["mean_intensity"]) for i in batch["results"]]
-    assert got == [(r["prediction"], r["mean_intensity"]) for r in records]
+    got = [(i["result"]["prediction"], i["result"]["score"]) for i in batch["results"]]
+    assert got == [(r["prediction"], r["score"]) for r in records]
 
 
 def test_push_sends_exactly_the_cached_outputs_to_the_remote(pushed: Pushed) -> None:
@@ -261,9 +261,9 @@ def test_pulling_single_outputs(pushed: Pushed, tmp_path: Path) -> None:
         assert by_path.status_code == 404, by_path.text
         upload = client.post("/infer/upload", files={"file": ("t.tif", tile, "image/tiff")})
         assert upload.status_code == 200, upload.text
-        assert (upload.json()["prediction"], upload.json()["mean_intensity"]) == (
+        assert (upload.json()["prediction"], upload.json()["score"]) == (
             record["prediction"],
-            record["mean_intensity"],
+            record["score"],
         )
 
     # And the tiles: everything /infer by path needs.
@@ -272,4 +272,4 @@ def test_pulling_single_outputs(pushed: Pushed, tmp_path: Path) -> None:
         by_path = client.post("/infer", json={"tile_path": record["path"]})
         assert by_path.status_code == 200, by_path.text
         assert by_path.json()["prediction"] == record["prediction"]
-        assert by_path.json()["mean_intensity"] == record["mean_intensity"]
+        assert by_path.json()["score"] == record["score"]

@@ -60,7 +60,9 @@ def test_infer_answers_with_the_tile_its_place_and_the_model(
     assert body["prediction"] in ("dark", "bright")
     model = json.loads((pipeline_repo / "data" / "model.json").read_text())
     assert body["model_version"] == model["version"]
-    expected = "bright" if body["mean_intensity"] > model["threshold"] else "dark"
+    expected = (
+        "bright" if body["features"]["mean_intensity"] > model["model"]["threshold"] else "dark"
+    )
     assert body["prediction"] == expected
 
 
@@ -72,7 +74,10 @@ def test_model_reports_the_lock_entry_params_reference_and_versions(
     lock = yaml.safe_load((pipeline_repo / "dvc.lock").read_text())
     assert info["lock_entry"] == lock["stages"]["train"]
     assert info["training_params"] == {
+        "model": "threshold",
         "method": "mean",
+        "logistic": {"features": None, "l2": 1.0, "iterations": 500},
+        "onnx": None,
         "fraction": 0.7,
         "seed": 0,
         "histogram_bins": 20,
@@ -80,7 +85,8 @@ def test_model_reports_the_lock_entry_params_reference_and_versions(
     assert info["tile_params"]["size"] == 64
     model = json.loads((pipeline_repo / "data" / "model.json").read_text())
     assert info["reference"] == model["reference"]
-    assert info["threshold"] == model["threshold"]
+    assert info["kind"] == "threshold"
+    assert info["details"] == model["model"]
     assert info["upload_expectations"] == {
         "width": 64,
         "height": 64,
@@ -117,9 +123,9 @@ def test_a_tile_outside_the_index_is_classified_without_a_window(
     indexed = client.post("/infer", json={"tile_path": first}).json()
     assert got["in_index"] is False and got["window"] is None and got["bounds"] is None
     assert got["tile_id"] == "extra"
-    assert (got["prediction"], got["mean_intensity"]) == (
+    assert (got["prediction"], got["score"]) == (
         indexed["prediction"],
-        indexed["mean_intensity"],
+        indexed["score"],
     )
 
 

@@ -27,9 +27,9 @@ def test_live_server_is_ready_and_answers_over_http(live_server: str, pipeline_r
         ready = http.get("/health/ready").json()
         record = _records(pipeline_repo)[0]
         got = http.post("/infer", json={"tile_path": record["path"]}).json()
-        assert (got["prediction"], got["mean_intensity"]) == (
+        assert (got["prediction"], got["score"]) == (
             record["prediction"],
-            record["mean_intensity"],
+            record["score"],
         )
         assert got["model_md5"] == ready["model_md5"]
         upload = http.post("/infer/upload", files={"file": ("t.tif", tile_bytes(), "image/tiff")})
@@ -55,12 +55,12 @@ def test_concurrent_requests_all_get_their_own_right_answer(
                     http.post("/infer/upload", files={"file": ("t.tif", upload, "image/tiff")})
                 got = http.post("/infer", json={"tile_path": record["path"]})
                 body = got.json()
-                out.append((record["path"], body["prediction"], body["mean_intensity"]))
+                out.append((record["path"], body["prediction"], body["score"]))
         return out
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = [r for chunk in pool.map(worker, range(8)) for r in chunk]
-    expected = {r["path"]: (r["prediction"], r["mean_intensity"]) for r in records}
+    expected = {r["path"]: (r["prediction"], r["score"]) for r in records}
     assert len(results) == sum(len(range(k, k + 3 * len(records) // 2, 3)) for k in range(8))
     for path, prediction, mean in results:
         assert (prediction, mean) == expected[path], path

@@ -38,7 +38,7 @@ def _first_tile(repo: Path) -> str:
 def _tamper(repo: Path) -> None:
     path = repo / "data" / "model.json"
     model = json.loads(path.read_text())
-    model["threshold"] = 0.0  # everything "bright"
+    model["model"]["threshold"] = 0.0  # everything "bright"
     path.chmod(0o644)
     path.write_text(json.dumps(model))
 

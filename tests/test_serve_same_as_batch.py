@@ -34,7 +34,7 @@ def test_every_tile_gets_exactly_the_batch_prediction_and_feature(
         assert body["model_md5"] == md5
         assert body["model_version"] == record["model_version"]
         assert body["prediction"] == record["prediction"], record["id"]
-        assert body["mean_intensity"] == record["mean_intensity"], record["id"]  # exact
+        assert body["score"] == record["score"], record["id"]  # exact
         assert (body["tile_id"], body["window"], body["bounds"]) == (
             record["id"],
             record["window"],
@@ -48,5 +48,5 @@ def test_the_batch_endpoint_agrees_with_batch_inference(
     records = _batch(pipeline_repo)["predictions"]
     got = client.post("/infer/batch", json={"tile_paths": [r["path"] for r in records]}).json()
     assert got["failed"] == 0
-    answers = [(i["result"]["prediction"], i["result"]["mean_intensity"]) for i in got["results"]]
-    assert answers == [(r["prediction"], r["mean_intensity"]) for r in records]
+    answers = [(i["result"]["prediction"], i["result"]["score"]) for i in got["results"]]
+    assert answers == [(r["prediction"], r["score"]) for r in records]

@@ -42,7 +42,7 @@ def test_an_uploaded_tile_gets_the_same_answer_as_the_same_tile_by_path(
         up = _upload(client, data, tile["file"])
         by_path = client.post("/infer", json={"tile_path": tile["file"]}).json()
         assert up["status"] == 200
-        for key in ("prediction", "mean_intensity", "valid_fraction", "model_md5", "bounds"):
+        for key in ("prediction", "score", "features", "valid_fraction", "model_md5", "bounds"):
             assert up[key] == by_path[key], key
         assert up["crs"] == "EPSG:32633"
         assert up["tile_id"] is None and up["window"] is None and up["in_index"] is False
