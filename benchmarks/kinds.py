@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,7 +42,8 @@ DIRS = ("stages", "satpipe", "models")
 
 def sh(cmd: list[str], cwd: Path) -> str:
     """Run a command that must succeed; return its standard output."""
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout

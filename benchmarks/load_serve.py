@@ -198,7 +198,7 @@ def _calibrate(args: argparse.Namespace) -> float:
 
     repo = Path(args.repo)
     index = json.loads((repo / args.tile_index).read_text())
-    model = model_lib.load(repo / "data" / "model.json")
+    model = model_lib.load(repo / "data" / "model.json", repo)
     paths = [(repo / args.tiles_dir / t["file"], t["sha256"]) for t in index["tiles"]]
     best = float("inf")
     for _ in range(3):

@@ -56,9 +56,9 @@ from rasterio.io import MemoryFile
 from satpipe.classes import class_codes, class_colour, code_of
 from satpipe.errors import TilingError
 from satpipe.files import atomic_path, write_bytes_atomic
+from satpipe.grid import axis_offsets, tile_id
 from satpipe.model import Model
 from satpipe.quicklook import encode_png, quicklook
-from satpipe.tiling import axis_offsets, tile_id
 
 log = logging.getLogger(__name__)
 

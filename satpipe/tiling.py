@@ -38,34 +38,11 @@ from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec, feature_vector, tile_features
 from satpipe.files import sha256_bytes
+from satpipe.grid import axis_offsets, tile_id
 from satpipe.labels import LabelLookup, tile_reference
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Axis:
-    """Tile offsets along one axis: the full ones and the partial edge one (if any)."""
-
-    full: tuple[int, ...]
-    partial: int | None
-
-
-def axis_offsets(length: int, size: int, stride: int) -> Axis:
-    """Offsets of the tile grid along an axis of ``length`` pixels (see module docstring)."""
-    if length < size:
-        return Axis((), 0)
-    n_full = (length - size) // stride + 1
-    full = tuple(k * stride for k in range(n_full))
-    last = full[-1]
-    partial = last + stride if last + max(size, stride) < length else None
-    return Axis(full, partial)
-
-
-def tile_id(row_off: int, col_off: int) -> str:
-    """Deterministic tile id from the window offsets."""
-    return f"r{row_off:06d}_c{col_off:06d}"
 
 
 @dataclass(frozen=True)

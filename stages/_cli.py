@@ -13,9 +13,7 @@ import sys
 from collections.abc import Callable
 
 from satpipe import logs
-from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import SatpipeError
-from satpipe.params import EngineParams
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +43,3 @@ def run(stage: str, main: Callable[[argparse.Namespace], None], args: argparse.N
         print("error: interrupted", file=sys.stderr)  # noqa: T201
         return 130
     return 0
-
-
-def engine(params: EngineParams) -> Engine:
-    """The engine ``params.yaml`` asks for (use it as a context manager)."""
-    return Engine(EngineSpec(params.name, params.workers, params.address))

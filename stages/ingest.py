@@ -17,7 +17,7 @@ from pathlib import Path
 from satpipe.files import write_json
 from satpipe.ingest import ingest_scenes
 from satpipe.params import load_params
-from stages import _cli
+from stages import _cli, _engine
 
 
 def main(args: argparse.Namespace) -> None:
@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
-        _cli.engine(params.engine) as engine,
+        _engine.engine(params.engine) as engine,
     ):
         scenes, metrics = ingest_scenes(params.ingest, Path(tmp), Path(args.params).parent, engine)
         if out_dir.exists():

@@ -21,7 +21,7 @@ from satpipe.files import read_json, write_json
 from satpipe.params import load_params
 from satpipe.tileindex import build_index
 from satpipe.tiling import TilingParams, cut_scenes
-from stages import _cli
+from stages import _cli, _engine
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
-        _cli.engine(params.engine) as engine,
+        _engine.engine(params.engine) as engine,
     ):
         inputs = [(scenes_dir / f"{m['id']}.tif", m, m["id"]) for m in scenes]
         results = cut_scenes(inputs, Path(tmp), tiling, engine, logs.show_progress())

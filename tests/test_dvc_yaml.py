@@ -29,7 +29,10 @@ def _module_file(name: str) -> Path | None:
     if parts[0] not in {"satpipe", "stages"}:
         return None
     candidate = REPO.joinpath(*parts).with_suffix(".py")
-    return candidate if candidate.is_file() else None
+    if candidate.is_file():
+        return candidate
+    package = REPO.joinpath(*parts, "__init__.py")  # a subpackage such as satpipe.kinds
+    return package if len(parts) > 1 and package.is_file() else None
 
 
 def code_closure(script: Path) -> set[str]:
@@ -45,7 +48,8 @@ def code_closure(script: Path) -> set[str]:
             module = _module_file(name)
             if module is not None:
                 todo.append(module)
-    return {p.relative_to(REPO).as_posix() for p in seen if p.name != "__init__.py"}
+    top = {REPO / "satpipe" / "__init__.py", REPO / "stages" / "__init__.py"}
+    return {p.relative_to(REPO).as_posix() for p in seen if p not in top}
 
 
 def test_stage_code_deps_are_exactly_the_modules_imported() -> None:

@@ -23,8 +23,8 @@ from rasterio.windows import Window, bounds
 from satpipe import classes as class_lib
 from satpipe import maps, quicklook
 from satpipe.errors import ModelError, SceneError, TilingError
+from satpipe.grid import axis_offsets, tile_id
 from satpipe.raster import open_scene
-from satpipe.tiling import axis_offsets, tile_id
 
 CLASSES = ("dark", "bright")
 SCENE_TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5900040.0)

@@ -1,0 +1,159 @@
+"""Batch runs: classifying every inference tile of an index and describing the run.
+
+A run classifies the tiles of the scenes whose role is ``infer`` or ``both`` (through
+:func:`satpipe.inference.batch_predict`, on any engine), and describes itself in the predictions
+document's ``metadata``: a run key (a hash of the model md5, the tile-index hash and the params),
+the model, the counts, every failed tile with its reason, and monitoring statistics. Timings never
+enter tracked files: they go to the log and to an untracked run record. The tile footprints are
+also given as GeoJSON in EPSG:4326, one feature per classified tile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.crs import CRS
+
+from satpipe.engine import Engine
+from satpipe.errors import InferenceError
+from satpipe.files import json_digest, write_json
+from satpipe.footprints import feature_collection
+from satpipe.inference import batch_predict, monitoring
+from satpipe.model import Model
+from satpipe.params import BatchInferParams
+from satpipe.tileindex import group_by_scene, is_inference_tile
+
+log = logging.getLogger(__name__)
+
+GEOJSON_PROPERTIES = ("scene", "prediction", "score", "features", "model_version", "path")
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """A finished run: its metadata, per-tile records and failures, and timings (untracked)."""
+
+    metadata: dict[str, Any]
+    records: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    latencies: list[float]
+    elapsed: float
+
+
+def inference_tiles(index: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """The tiles of scenes with the role ``infer`` or ``both``.
+
+    Raises:
+        InferenceError: there is none.
+    """
+    roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
+    tiles = [t for t in index["tiles"] if is_inference_tile(roles[t["scene"]])]
+    if not tiles:
+        raise InferenceError(
+            f"{source}: no tile to classify: no scene has the role 'infer' or 'both' "
+            f"(roles: {roles})"
+        )
+    return tiles
+
+
+def run_batch(
+    model: Model,
+    model_md5: str,
+    tiles: list[dict[str, Any]],
+    index_sha256: str,
+    tiles_dir: Path,
+    bp: BatchInferParams,
+    engine: Engine | None = None,
+    progress: bool = False,
+) -> BatchRun:
+    """Classify ``tiles`` and describe the run (see the module docstring).
+
+    Raises:
+        InferenceError: more tiles failed than ``batch_infer.max_failed_fraction`` allows.
+    """
+    start = time.perf_counter()
+    records, failures, latencies = batch_predict(
+        {"tiles": tiles}, tiles_dir, model, engine=engine, progress=progress
+    )
+    elapsed = time.perf_counter() - start
+    metadata = {
+        "run_key": json_digest(
+            {"model_md5": model_md5, "tile_index_sha256": index_sha256, "params": bp.model_dump()}
+        ),
+        "model": {"version": model.version, "md5": model_md5, "kind": model.kind.name},
+        "tile_index_sha256": index_sha256,
+        "params": bp.model_dump(),
+        "tiles_total": len(tiles),
+        "tiles_inferred": len(records),
+        "tiles_failed": len(failures),
+        "failed": failures,
+        "monitoring": monitoring(records, model.classes, model.monitored),
+    }
+    return BatchRun(metadata, records, failures, latencies, elapsed)
+
+
+def check_failures(run: BatchRun, bp: BatchInferParams, tiles_dir: Path | str) -> None:
+    """Fail when more tiles failed than allowed, naming the first failure.
+
+    Raises:
+        InferenceError: the failed fraction is above ``batch_infer.max_failed_fraction``.
+    """
+    total = run.metadata["tiles_total"]
+    failed = len(run.failures)
+    fraction = failed / total if total else 0.0
+    if fraction > bp.max_failed_fraction:
+        raise InferenceError(
+            f"{tiles_dir}: {failed} of {total} tiles failed ({fraction:.1%}), above "
+            f"batch_infer.max_failed_fraction {bp.max_failed_fraction}; first: "
+            f"{run.failures[0]['error']}"
+        )
+
+
+def footprints(index: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The classified tiles' footprints as one GeoJSON FeatureCollection (EPSG:4326)."""
+    features = []
+    by_scene = group_by_scene(records)
+    for sid, scene in index["scenes"].items():  # records are grouped by scene, in this order
+        mine = by_scene.get(sid, [])
+        if mine:
+            fc = feature_collection(CRS.from_wkt(scene["crs_wkt"]), mine, GEOJSON_PROPERTIES)
+            features.extend(fc["features"])
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_run_record(path: Path | str | None, run: BatchRun) -> None:
+    """Log the run's speed and, when ``path`` is given, write it to the untracked run record."""
+    latencies, elapsed, metadata = run.latencies, run.elapsed, run.metadata
+    lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
+    p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    rate = metadata["tiles_inferred"] / elapsed if elapsed else 0.0
+    log.info(
+        "inferred %d tiles (%d failed) in %.2fs: %.0f tiles/s, latency p50 %.2f ms "
+        "p95 %.2f ms p99 %.2f ms",
+        metadata["tiles_inferred"],
+        metadata["tiles_failed"],
+        elapsed,
+        rate,
+        p50,
+        p95,
+        p99,
+    )
+    if path:
+        write_json(
+            path,
+            {
+                "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "run_key": metadata["run_key"],
+                "model_version": metadata["model"]["version"],
+                "seconds": elapsed,
+                "tiles_per_second": rate,
+                "latency_ms": {"p50": p50, "p95": p95, "p99": p99},
+                "tiles_inferred": metadata["tiles_inferred"],
+                "tiles_failed": metadata["tiles_failed"],
+            },
+        )
