@@ -39,6 +39,13 @@ def parse_iso8601(value: str) -> dt.datetime:
     return parsed.astimezone(dt.UTC)
 
 
+def _sha256(cls: type, value: str | None) -> str | None:
+    """A sha256 param: 64 hexadecimal characters, stored in lower case (or None)."""
+    if value is not None and not _SHA256.match(value.lower()):
+        raise ValueError("expected 64 hexadecimal characters")
+    return None if value is None else value.lower()
+
+
 class LabelParams(_Section):
     """A scene's reference labels: a raster of integer class codes and what the codes mean.
 
@@ -54,12 +61,7 @@ class LabelParams(_Section):
     sha256: str | None = None
     classes: dict[str, list[int]] | None = None
 
-    @field_validator("sha256")
-    @classmethod
-    def _check_sha256(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256.match(value.lower()):
-            raise ValueError("expected 64 hexadecimal characters")
-        return None if value is None else value.lower()
+    _check_sha256 = field_validator("sha256")(classmethod(_sha256))
 
     @field_validator("classes")
     @classmethod
@@ -121,12 +123,7 @@ class SceneParams(_Section):
     id: str | None = None
     labels: LabelParams | None = None
 
-    @field_validator("sha256")
-    @classmethod
-    def _check_sha256(cls, value: str | None) -> str | None:
-        if value is not None and not _SHA256.match(value.lower()):
-            raise ValueError("expected 64 hexadecimal characters")
-        return None if value is None else value.lower()
+    _check_sha256 = field_validator("sha256")(classmethod(_sha256))
 
     @field_validator("acquisition_time")
     @classmethod

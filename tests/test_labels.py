@@ -18,7 +18,7 @@ from satpipe.features import FeatureSpec
 from satpipe.ingest import ingest
 from satpipe.labels import LabelLookup, tile_reference
 from satpipe.params import IngestParams, TrainParams, parse_params
-from satpipe.tileindex import build_index
+from satpipe.tileindex import SCENE_KEYS, build_index
 from satpipe.tiling import cut_tiles
 from satpipe.training import train
 from tests.helpers import stage
@@ -394,21 +394,7 @@ def _index(values: list[float], refs: list[str | None]) -> dict:
         [
             {
                 **scene,
-                **dict.fromkeys(
-                    (
-                        "width",
-                        "height",
-                        "count",
-                        "dtypes",
-                        "crs",
-                        "crs_wkt",
-                        "epsg",
-                        "transform",
-                        "nodata",
-                        "acquisition_time",
-                        "source",
-                    )
-                ),
+                **dict.fromkeys(k for k in SCENE_KEYS if k not in scene),
             }
         ],
         {"size": 1},
