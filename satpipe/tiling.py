@@ -40,7 +40,9 @@ from satpipe.features import FeatureSpec, feature_vector, tile_features
 from satpipe.files import sha256_bytes
 from satpipe.grid import axis_offsets, tile_id
 from satpipe.labels import LabelLookup, tile_reference
+from satpipe.params import FeaturesParams, TileParams
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
+from satpipe.tileindex import build_index
 
 log = logging.getLogger(__name__)
 
@@ -305,3 +307,75 @@ def cut_scenes(
                 "(raise tile.max_nodata_fraction or lower tile.size)"
             )
     return [(entries, dict(skipped)) for entries, skipped in results]
+
+
+def tiling_params(tp: TileParams, fp: FeaturesParams) -> TilingParams:
+    """The tiling to do, from the ``tile`` and ``features`` params."""
+    spec = FeatureSpec(None if fp.bands is None else tuple(fp.bands))
+    return TilingParams(
+        tp.size,
+        tp.step,
+        tp.keep_partial,
+        tp.max_nodata_fraction,
+        tp.compress,
+        spec,
+        tp.min_labelled_fraction,
+    )
+
+
+def tile_scenes(
+    scenes: list[dict[str, Any]],
+    scenes_dir: Path,
+    out_dir: Path,
+    tp: TileParams,
+    fp: FeaturesParams,
+    engine: Engine | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tile every scene of an ingest manifest into ``out_dir/<id>/``.
+
+    Args:
+        scenes: the ingest manifest's scenes (their metadata), in order.
+        scenes_dir: where their GeoTIFFs (``<id>.tif``) and label rasters are.
+        out_dir: an existing, empty directory for the tiles.
+        tp: the ``tile`` params.
+        fp: the ``features`` params.
+        engine: where the work runs (default: inline).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The tile index and the tile metrics (tiles written, with and without a reference,
+        skipped by reason; overall and per scene).
+
+    Raises:
+        TilingError: a scene (named) is smaller than a tile, or none of its tiles survive.
+    """
+    tiling = tiling_params(tp, fp)
+    inputs = [(scenes_dir / f"{m['id']}.tif", m, m["id"]) for m in scenes]
+    results = cut_scenes(inputs, out_dir, tiling, engine, progress)
+    entries = [e for scene_entries, _ in results for e in scene_entries]
+    skipped = [skips for _, skips in results]
+    record = {
+        "size": tp.size,
+        "stride": tp.step,
+        "keep_partial": tp.keep_partial,
+        "max_nodata_fraction": tp.max_nodata_fraction,
+        "compress": tp.compress,
+        "min_labelled_fraction": tp.min_labelled_fraction,
+    }
+    index = build_index(scenes, record, tiling.spec.to_dict(), entries, skipped)
+    totals = {reason: sum(s[reason] for s in skipped) for reason in ("partial", "nodata", "empty")}
+    with_reference = sum(e["reference"] is not None for e in entries)
+    metrics = {
+        "tiles_written": len(entries),
+        "tiles_with_reference": with_reference,
+        "tiles_without_reference": len(entries) - with_reference,
+        "tiles_skipped": totals,
+        "tile_size": tp.size,
+        "stride": tp.step,
+        "scenes": {
+            m["id"]: {"tiles_written": index["scenes"][m["id"]]["tiles"], "tiles_skipped": s}
+            for m, s in zip(scenes, skipped, strict=True)
+        },
+    }
+    return index, metrics

@@ -16,82 +16,48 @@ import time
 from pathlib import Path
 
 from satpipe import logs
-from satpipe.features import FeatureSpec
 from satpipe.files import read_json, write_json
 from satpipe.params import load_params
-from satpipe.tileindex import build_index
-from satpipe.tiling import TilingParams, cut_scenes
+from satpipe.tiling import tile_scenes
 from stages import _cli, _engine
 
 log = logging.getLogger(__name__)
 
 
 def main(args: argparse.Namespace) -> None:
-    """Tile the scenes of the manifest."""
+    """Tile the scenes of the manifest; the tiles directory appears only when complete."""
     params = load_params(args.params)
-    tp = params.tile
-    bands = params.features.bands
-    spec = FeatureSpec(None if bands is None else tuple(bands))
-    tiling = TilingParams(
-        tp.size,
-        tp.step,
-        tp.keep_partial,
-        tp.max_nodata_fraction,
-        tp.compress,
-        spec,
-        tp.min_labelled_fraction,
-    )
     scenes = read_json(args.manifest)["scenes"]
-    scenes_dir, out_dir = Path(args.scenes_dir), Path(args.tiles_dir)
+    out_dir = Path(args.tiles_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
         _engine.engine(params.engine) as engine,
     ):
-        inputs = [(scenes_dir / f"{m['id']}.tif", m, m["id"]) for m in scenes]
-        results = cut_scenes(inputs, Path(tmp), tiling, engine, logs.show_progress())
-        entries = [e for scene_entries, _ in results for e in scene_entries]
-        skipped = [skips for _, skips in results]
-        tiling_record = {
-            "size": tp.size,
-            "stride": tp.step,
-            "keep_partial": tp.keep_partial,
-            "max_nodata_fraction": tp.max_nodata_fraction,
-            "compress": tp.compress,
-            "min_labelled_fraction": tp.min_labelled_fraction,
-        }
-        index = build_index(scenes, tiling_record, spec.to_dict(), entries, skipped)
+        index, metrics = tile_scenes(
+            scenes,
+            Path(args.scenes_dir),
+            Path(tmp),
+            params.tile,
+            params.features,
+            engine,
+            logs.show_progress(),
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         Path(tmp).rename(out_dir)
         out_dir.chmod(0o755)
     write_json(args.index, index)
-    totals = {reason: sum(s[reason] for s in skipped) for reason in ("partial", "nodata", "empty")}
-    with_reference = sum(e["reference"] is not None for e in entries)
-    write_json(
-        args.metrics,
-        {
-            "tiles_written": len(entries),
-            "tiles_with_reference": with_reference,
-            "tiles_without_reference": len(entries) - with_reference,
-            "tiles_skipped": totals,
-            "tile_size": tp.size,
-            "stride": tp.step,
-            "scenes": {
-                m["id"]: {"tiles_written": index["scenes"][m["id"]]["tiles"], "tiles_skipped": s}
-                for m, s in zip(scenes, skipped, strict=True)
-            },
-        },
-    )
+    write_json(args.metrics, metrics)
     elapsed = time.perf_counter() - start
     log.info(
         "wrote %d tiles from %d scenes (skipped %s) in %.2fs (%.0f tiles/s)",
-        len(entries),
+        metrics["tiles_written"],
         len(scenes),
-        totals,
+        metrics["tiles_skipped"],
         elapsed,
-        len(entries) / elapsed if elapsed else 0.0,
+        metrics["tiles_written"] / elapsed if elapsed else 0.0,
     )
 
 
