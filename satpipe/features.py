@@ -80,24 +80,17 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return mask
 
 
-def tile_features(data: np.ndarray, nodata: float | None, spec: FeatureSpec) -> TileFeatures:
-    """Compute the features of one ``(bands, rows, cols)`` tile.
-
-    Args:
-        data: pixel values.
-        nodata: the nodata value, or None when the data declares none.
-        spec: which bands to use.
-
-    Returns:
-        The valid fraction and the mean intensity (None when no pixel is valid).
-    """
+def _measure(
+    data: np.ndarray, nodata: float | None, spec: FeatureSpec
+) -> tuple[TileFeatures, np.ndarray]:
+    """The tile's valid fraction and mean intensity, and its valid-pixel mask."""
     indexes = spec.indexes(data.shape[0])
     selected = data if indexes == list(range(data.shape[0])) else data[indexes]
     mask = valid_mask(selected, nodata)
     count = int(np.count_nonzero(mask))
     total_pixels = mask.size
     if count == 0:
-        return TileFeatures(0.0, None)
+        return TileFeatures(0.0, None), mask
     if selected.dtype.kind in "iu":
         acc = np.int64 if selected.dtype.kind == "i" else np.uint64
         if count == total_pixels:
@@ -113,7 +106,21 @@ def tile_features(data: np.ndarray, nodata: float | None, spec: FeatureSpec) -> 
         bands = selected.shape[0]
         values = selected.reshape(bands, -1) if count == total_pixels else selected[:, mask]
         mean = float(np.ascontiguousarray(values, dtype=np.float64).sum()) / values.size
-    return TileFeatures(count / total_pixels, mean)
+    return TileFeatures(count / total_pixels, mean), mask
+
+
+def tile_features(data: np.ndarray, nodata: float | None, spec: FeatureSpec) -> TileFeatures:
+    """Compute the features of one ``(bands, rows, cols)`` tile.
+
+    Args:
+        data: pixel values.
+        nodata: the nodata value, or None when the data declares none.
+        spec: which bands to use.
+
+    Returns:
+        The valid fraction and the mean intensity (None when no pixel is valid).
+    """
+    return _measure(data, nodata, spec)[0]
 
 
 def _band_stats(band: np.ndarray, mask: np.ndarray, count: int) -> tuple[float, float]:
@@ -132,25 +139,13 @@ def _band_stats(band: np.ndarray, mask: np.ndarray, count: int) -> tuple[float, 
     return mean, math.sqrt(float((deviation * deviation).sum()) / count)
 
 
-def feature_vector(
+def tile_measurements(
     data: np.ndarray,
     nodata: float | None,
     spec: FeatureSpec,
     names: tuple[str, ...] | None = None,
-    basic: TileFeatures | None = None,
-) -> dict[str, float] | None:
-    """The named features of one ``(bands, rows, cols)`` tile (see the module docstring).
-
-    Args:
-        data: pixel values.
-        nodata: the nodata value, or None when the data declares none.
-        spec: which bands ``mean_intensity`` averages (and whose validity counts).
-        names: the features wanted (default: all of :func:`feature_names`); computing only
-            those a model reads keeps serving fast.
-        basic: :func:`tile_features` of the same tile, when the caller has it already.
-
-    Returns:
-        ``{name: value}`` in the order of ``names``, or None when no pixel is valid.
+) -> tuple[TileFeatures, dict[str, float] | None]:
+    """:func:`tile_features` and :func:`feature_vector` of one tile, its pixels masked once.
 
     Raises:
         ValueError: a name is not a feature of a tile with this many bands.
@@ -163,11 +158,11 @@ def feature_vector(
             f"unknown feature {unknown[0]!r} for a {data.shape[0]}-band tile; expected one of "
             f"{', '.join(all_names)}"
         )
-    basic = basic or tile_features(data, nodata, spec)
+    basic, mask = _measure(data, nodata, spec)
     if basic.mean_intensity is None:
-        return None
+        return basic, None
+    count = int(np.count_nonzero(mask))
     out: dict[str, float] = {}
-    mask = None
     stats: dict[int, tuple[float, float]] = {}
     for name in wanted:
         if name == FEATURE_NAME:
@@ -175,14 +170,33 @@ def feature_vector(
         elif name == VALID_FRACTION:
             out[name] = basic.valid_fraction
         else:
-            if mask is None:
-                indexes = spec.indexes(data.shape[0])
-                selected = data if indexes == list(range(data.shape[0])) else data[indexes]
-                mask = valid_mask(selected, nodata)
-                count = int(np.count_nonzero(mask))
             _, index, stat = name.split("_")
             band = int(index) - 1
             if band not in stats:
                 stats[band] = _band_stats(data[band], mask, count)
             out[name] = stats[band][0 if stat == "mean" else 1]
-    return out
+    return basic, out
+
+
+def feature_vector(
+    data: np.ndarray,
+    nodata: float | None,
+    spec: FeatureSpec,
+    names: tuple[str, ...] | None = None,
+) -> dict[str, float] | None:
+    """The named features of one ``(bands, rows, cols)`` tile (see the module docstring).
+
+    Args:
+        data: pixel values.
+        nodata: the nodata value, or None when the data declares none.
+        spec: which bands ``mean_intensity`` averages (and whose validity counts).
+        names: the features wanted (default: all of :func:`feature_names`); computing only
+            those a model reads keeps serving fast.
+
+    Returns:
+        ``{name: value}`` in the order of ``names``, or None when no pixel is valid.
+
+    Raises:
+        ValueError: a name is not a feature of a tile with this many bands.
+    """
+    return tile_measurements(data, nodata, spec, names)[1]

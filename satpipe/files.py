@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,23 @@ def atomic_path(dest: Path | str, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path | str) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``dest``; swap it in for ``dest`` on success.
+
+    A DVC directory output appears whole or not at all: on failure the temporary directory is
+    removed and ``dest`` (if any) is left as it was.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        yield Path(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        Path(tmp).rename(dest)
+        dest.chmod(0o755)
 
 
 def write_bytes_atomic(dest: Path | str, data: bytes) -> None:

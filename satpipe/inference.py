@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import SatpipeError, TileError
-from satpipe.features import feature_vector, tile_features
+from satpipe.features import tile_measurements
 from satpipe.files import sha256_bytes
 from satpipe.model import Model
 from satpipe.raster import FileSignature, Raster, decode_tile, read_file_signed
@@ -61,9 +61,10 @@ def model_input(raster: Raster, model: Model, name: str) -> ModelInput:
     count = raster.data.shape[0]
     if spec.bands is not None and max(spec.bands) > count:
         raise TileError(f"{name}: tile has {count} bands; the model reads bands {list(spec.bands)}")
-    basic = tile_features(raster.data, raster.nodata, spec)
     try:
-        features = feature_vector(raster.data, raster.nodata, spec, model.reported_features, basic)
+        basic, features = tile_measurements(
+            raster.data, raster.nodata, spec, model.reported_features
+        )
     except ValueError as exc:
         raise TileError(f"{name}: {exc}") from exc
     if features is None:

@@ -146,10 +146,12 @@ def ingest(
         if counts is not None:
             labels = _synthetic_labels(params, counts, labels_out.name)
         elif params.labels is not None:
-            labels = label_raster.write_scene_labels(
-                params.labels, tmp, labels_tmp, root, retries=retries, timeout=timeout
-            )
-            labels["file"] = labels_out.name
+            labels = {
+                "file": labels_out.name,
+                **label_raster.write_scene_labels(
+                    params.labels, tmp, labels_tmp, root, retries=retries, timeout=timeout
+                ),
+            }
         else:
             labels = None
         step = meta.pop("preview_step")

@@ -26,7 +26,6 @@ from rasterio.windows import Window
 
 from satpipe.download import download
 from satpipe.errors import GeoreferencingError, LabelError, NotGeoTIFFError, RasterReadError
-from satpipe.files import atomic_path
 from satpipe.labels import LabelLookup
 from satpipe.params import LabelParams
 from satpipe.raster import GEOTIFF_DRIVERS, open_scene, read_window, row_chunks
@@ -82,13 +81,15 @@ def write_scene_labels(
     Args:
         labels: the scene's ``labels`` params (a path or URL, and the class mapping).
         scene: the validated scene (its grid is the target).
-        out: where the resampled label raster goes (written atomically).
+        out: where the resampled label raster goes (ingest passes a temporary path that it
+            renames into place with the scene, so a rejected scene leaves nothing behind).
         root: the directory relative paths are resolved against.
         retries: download retries for a URL.
         timeout: download socket timeout for a URL, seconds.
 
     Returns:
-        The labels' metadata, recorded in the scene's metadata.
+        The labels' metadata (classes, source, dtype, nodata, source CRS and resolution,
+        labelled fraction), recorded in the scene's metadata.
 
     Raises:
         LabelError: naming the file and the value: not a GeoTIFF, no CRS, not one band of
@@ -96,17 +97,14 @@ def write_scene_labels(
     """
     name = labels.url or labels.path or "labels"
     mapping = labels.classes or {}
-    with (
-        atomic_path(out, suffix=".tif") as tmp,
-        tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as raw_dir,
-    ):
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as raw_dir:
         src_path = _acquire(labels, Path(raw_dir) / "labels.tif", root, retries, timeout)
         try:
             with open_scene(src_path, name=name) as lab, open_scene(scene) as dst_grid:
-                meta = _resample(lab, dst_grid, tmp, mapping, name)
+                meta = _resample(lab, dst_grid, out, mapping, name)
         except (NotGeoTIFFError, RasterReadError, GeoreferencingError) as exc:
             raise LabelError(f"label raster {exc}") from exc
-    return {"file": out.name, "classes": mapping, "source": source_record(labels), **meta}
+    return {"classes": mapping, "source": source_record(labels), **meta}
 
 
 def _resample(

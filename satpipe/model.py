@@ -14,14 +14,12 @@ which returns each tile's class name and score.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from satpipe.classes import CLASSES
 from satpipe.errors import ModelError
 from satpipe.features import FeatureSpec
 from satpipe.files import json_digest, read_json
@@ -73,14 +71,6 @@ class Model:
         """
         positions, scores = self.kind.predict(x)
         return [self.classes[int(p)] for p in positions], np.asarray(scores, dtype=np.float64)
-
-    def predict_vectors(
-        self, vectors: Sequence[Mapping[str, float]]
-    ) -> tuple[list[str], np.ndarray]:
-        """Classify feature vectors given as ``{name: value}`` (a feature-input model)."""
-        names = self.kind.feature_names
-        x = np.array([[float(v[n]) for n in names] for v in vectors], dtype=np.float64)
-        return self.predict(x.reshape(len(vectors), len(names)))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document written to disk."""
@@ -242,4 +232,4 @@ def load(path: Path | str, root: Path | None = None) -> Model:
     return from_dict(data, str(path), root if root is not None else Path.cwd())
 
 
-__all__ = ["CLASSES", "Model", "build", "fit_kind", "from_dict", "load"]
+__all__ = ["Model", "build", "fit_kind", "from_dict", "load"]

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
-from satpipe.features import FeatureSpec, feature_vector, tile_features
+from satpipe.features import FeatureSpec, tile_measurements
 from satpipe.files import sha256_bytes
 from satpipe.grid import axis_offsets, tile_id
 from satpipe.labels import LabelLookup, tile_reference
@@ -120,14 +120,13 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
     for win in job.windows:
         r0 = win.row_off - job.row_off
         tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
-        feats = tile_features(tile, ctx.nodata, ctx.spec)
+        feats, vector = tile_measurements(tile, ctx.nodata, ctx.spec)
         if feats.mean_intensity is None:
             skipped["empty"] += 1
             continue
         if 1.0 - feats.valid_fraction > ctx.max_nodata:
             skipped["nodata"] += 1
             continue
-        vector = feature_vector(tile, ctx.nodata, ctx.spec, basic=feats)
         transform = windows.transform(win, scene_transform)
         blob = encode_tile(np.ascontiguousarray(tile), transform, ctx.profile)
         tid = tile_id(win.row_off, win.col_off)

@@ -9,12 +9,10 @@ written.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from satpipe.files import write_json
+from satpipe.files import atomic_dir, write_json
 from satpipe.ingest import ingest_scenes
 from satpipe.params import load_params
 from stages import _cli, _engine
@@ -23,17 +21,8 @@ from stages import _cli, _engine
 def main(args: argparse.Namespace) -> None:
     """Ingest the scenes described by ``params.ingest``."""
     params = load_params(args.params)
-    out_dir = Path(args.scenes_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
-        _engine.engine(params.engine) as engine,
-    ):
-        scenes, metrics = ingest_scenes(params.ingest, Path(tmp), Path(args.params).parent, engine)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        Path(tmp).rename(out_dir)
-        out_dir.chmod(0o755)
+    with atomic_dir(args.scenes_dir) as tmp, _engine.engine(params.engine) as engine:
+        scenes, metrics = ingest_scenes(params.ingest, tmp, Path(args.params).parent, engine)
     write_json(args.manifest, {"scenes": scenes})
     write_json(args.metrics, metrics)
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from satpipe import model as model_lib
-from satpipe.files import read_json
+from satpipe.files import atomic_dir, read_json
 from satpipe.maps import render_maps
 from satpipe.tileindex import load_index
 from stages import _cli
@@ -31,21 +29,10 @@ def main(args: argparse.Namespace) -> None:
     model = model_lib.load(args.model)
     index = load_index(args.index)
     predictions = read_json(args.predictions)
-    outs = [Path(args.maps_dir), Path(args.quicklook_dir)]
-    for out in outs:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        tempfile.TemporaryDirectory(prefix=f".{outs[0].name}.", dir=outs[0].parent) as maps_tmp,
-        tempfile.TemporaryDirectory(prefix=f".{outs[1].name}.", dir=outs[1].parent) as look_tmp,
-    ):
+    with atomic_dir(args.maps_dir) as maps_tmp, atomic_dir(args.quicklook_dir) as look_tmp:
         summaries = render_maps(
-            Path(args.scenes_dir), index, predictions, model, Path(maps_tmp), Path(look_tmp)
+            Path(args.scenes_dir), index, predictions, model, maps_tmp, look_tmp
         )
-        for tmp, out in zip((maps_tmp, look_tmp), outs, strict=True):
-            if out.exists():
-                shutil.rmtree(out)
-            Path(tmp).rename(out)
-            out.chmod(0o755)
     for sid, summary in summaries.items():
         log.info("maps of %s: %s", sid, summary)
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from satpipe import logs
-from satpipe.files import read_json, write_json
+from satpipe.files import atomic_dir, read_json, write_json
 from satpipe.params import load_params
 from satpipe.tiling import tile_scenes
 from stages import _cli, _engine
@@ -28,26 +26,17 @@ def main(args: argparse.Namespace) -> None:
     """Tile the scenes of the manifest; the tiles directory appears only when complete."""
     params = load_params(args.params)
     scenes = read_json(args.manifest)["scenes"]
-    out_dir = Path(args.tiles_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with (
-        tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.", dir=out_dir.parent) as tmp,
-        _engine.engine(params.engine) as engine,
-    ):
+    with atomic_dir(args.tiles_dir) as tmp, _engine.engine(params.engine) as engine:
         index, metrics = tile_scenes(
             scenes,
             Path(args.scenes_dir),
-            Path(tmp),
+            tmp,
             params.tile,
             params.features,
             engine,
             logs.show_progress(),
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        Path(tmp).rename(out_dir)
-        out_dir.chmod(0o755)
     write_json(args.index, index)
     write_json(args.metrics, metrics)
     elapsed = time.perf_counter() - start

@@ -354,13 +354,8 @@ class OnnxKind:
 
     def details(self) -> dict[str, Any]:
         """What ``/model`` shows: path, sha256, input, features and classes."""
-        return {
-            "path": self._path,
-            "sha256": self._sha256,
-            "input": self.input,
-            "features": list(self.feature_names),
-            "classes": list(self.classes),
-        }
+        doc = self.to_dict()
+        return {key: doc[key] for key in ("path", "sha256", "input", "features", "classes")}
 
 
 _DOC_KEYS = [
