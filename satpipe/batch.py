@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from satpipe.footprints import feature_collection
 from satpipe.inference import batch_predict, monitoring
 from satpipe.model import Model
 from satpipe.params import BatchInferParams
-from satpipe.tileindex import group_by_scene, is_inference_tile
+from satpipe.records import PredictionSet, TileEntry, TileIndex, TilePrediction, by_scene
+from satpipe.tileindex import is_inference_tile
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +38,21 @@ GEOJSON_PROPERTIES = ("scene", "prediction", "score", "features", "model_version
 
 @dataclass(frozen=True)
 class BatchRun:
-    """A finished run: its metadata, per-tile records and failures, and timings (untracked)."""
+    """A finished run: the predictions document, and timings (untracked)."""
 
-    metadata: dict[str, Any]
-    records: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
+    predictions: PredictionSet
     latencies: list[float]
     elapsed: float
 
 
-def inference_tiles(index: dict[str, Any], source: str) -> list[dict[str, Any]]:
+def inference_tiles(index: TileIndex, source: str) -> list[TileEntry]:
     """The tiles of scenes with the role ``infer`` or ``both``.
 
     Raises:
         InferenceError: there is none.
     """
-    roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
-    tiles = [t for t in index["tiles"] if is_inference_tile(roles[t["scene"]])]
+    roles = index.roles
+    tiles = [t for t in index.tiles if is_inference_tile(roles[t.scene])]
     if not tiles:
         raise InferenceError(
             f"{source}: no tile to classify: no scene has the role 'infer' or 'both' "
@@ -64,7 +64,7 @@ def inference_tiles(index: dict[str, Any], source: str) -> list[dict[str, Any]]:
 def run_batch(
     model: Model,
     model_md5: str,
-    tiles: list[dict[str, Any]],
+    tiles: list[TileEntry],
     index_sha256: str,
     tiles_dir: Path,
     bp: BatchInferParams,
@@ -78,7 +78,7 @@ def run_batch(
     """
     start = time.perf_counter()
     records, failures, latencies = batch_predict(
-        {"tiles": tiles}, tiles_dir, model, engine=engine, progress=progress
+        tiles, tiles_dir, model, engine=engine, progress=progress
     )
     elapsed = time.perf_counter() - start
     metadata = {
@@ -91,10 +91,12 @@ def run_batch(
         "tiles_total": len(tiles),
         "tiles_inferred": len(records),
         "tiles_failed": len(failures),
-        "failed": failures,
         "monitoring": monitoring(records, model.classes, model.monitored),
     }
-    return BatchRun(metadata, records, failures, latencies, elapsed)
+    predictions = PredictionSet(
+        metadata=metadata, predictions=tuple(records), failures=tuple(failures)
+    )
+    return BatchRun(predictions, latencies, elapsed)
 
 
 def check_failures(run: BatchRun, bp: BatchInferParams, tiles_dir: Path | str) -> None:
@@ -103,32 +105,33 @@ def check_failures(run: BatchRun, bp: BatchInferParams, tiles_dir: Path | str) -
     Raises:
         InferenceError: the failed fraction is above ``batch_infer.max_failed_fraction``.
     """
-    total = run.metadata["tiles_total"]
-    failed = len(run.failures)
+    total = run.predictions.metadata["tiles_total"]
+    failures = run.predictions.failures
+    failed = len(failures)
     fraction = failed / total if total else 0.0
     if fraction > bp.max_failed_fraction:
         raise InferenceError(
             f"{tiles_dir}: {failed} of {total} tiles failed ({fraction:.1%}), above "
             f"batch_infer.max_failed_fraction {bp.max_failed_fraction}; first: "
-            f"{run.failures[0]['error']}"
+            f"{failures[0].error}"
         )
 
 
-def footprints(index: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+def footprints(index: TileIndex, records: Sequence[TilePrediction]) -> dict[str, Any]:
     """The classified tiles' footprints as one GeoJSON FeatureCollection (EPSG:4326)."""
     features = []
-    by_scene = group_by_scene(records)
-    for sid, scene in index["scenes"].items():  # records are grouped by scene, in this order
-        mine = by_scene.get(sid, [])
+    groups = by_scene(records)
+    for sid, scene in index.scenes.items():  # records are grouped by scene, in this order
+        mine = groups.get(sid, [])
         if mine:
-            fc = feature_collection(CRS.from_wkt(scene["crs_wkt"]), mine, GEOJSON_PROPERTIES)
+            fc = feature_collection(CRS.from_wkt(scene.crs_wkt), mine, GEOJSON_PROPERTIES)
             features.extend(fc["features"])
     return {"type": "FeatureCollection", "features": features}
 
 
 def write_run_record(path: Path | str | None, run: BatchRun) -> None:
     """Log the run's speed and, when ``path`` is given, write it to the untracked run record."""
-    latencies, elapsed, metadata = run.latencies, run.elapsed, run.metadata
+    latencies, elapsed, metadata = run.latencies, run.elapsed, run.predictions.metadata
     lat = np.array(latencies) * 1e3 if latencies else np.zeros(1)
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
     rate = metadata["tiles_inferred"] / elapsed if elapsed else 0.0

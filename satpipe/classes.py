@@ -1,10 +1,13 @@
-"""Classes: the names the model assigns to tiles, in a fixed order.
+"""Classes: the names a model assigns to tiles, in the model's order.
 
-A tile is ``dark`` (water, vegetation, bare soil) or ``bright`` (cloud, thin cirrus, snow). The
+By default a tile is ``dark`` (water, vegetation, bare soil) or ``bright`` (cloud, thin cirrus,
+snow): :data:`CLASSES`, the default of ``train.classes``. A model may declare other names
+(``train.classes`` for the threshold and logistic kinds, ``train.onnx.classes`` for ONNX). The
 order matters: the last class is the one a threshold calls positive (feature above the
-threshold), and class maps store a class as its position in this tuple plus one. Label rasters
-are mapped onto these names (``ingest.labels.classes``), so a mapping that names another class
-is refused. Each class also has a display colour, shared by the class maps and the quick-looks.
+threshold), and class maps store a class as its position in the model's tuple plus one. Label
+rasters map their codes onto class names (``ingest.labels.classes``); a reference class the
+model does not have is refused at training and at evaluation. Each class also has a display
+colour, shared by the class maps and the quick-looks.
 """
 
 from __future__ import annotations

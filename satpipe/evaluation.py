@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from satpipe.errors import ModelError
+from satpipe.records import PredictionSet, TileEntry, TileIndex, TilePrediction
 from satpipe.tileindex import held_out_filter
 
 if TYPE_CHECKING:  # the model module imports the kinds, which fit thresholds with this module
@@ -399,12 +400,12 @@ class EvaluationResult:
     histogram_rows: list[dict[str, Any]]
 
 
-def _feature_value(record: dict[str, Any], feature: str) -> float:
+def _feature_value(record: TilePrediction, feature: str) -> float:
     try:
-        return float(record[feature])
+        return float(record.features[feature])
     except (KeyError, TypeError, ValueError):
         raise ModelError(
-            f"prediction {record.get('id')!r}: {feature} is {record.get(feature)!r}; "
+            f"prediction {record.id!r}: {feature} is {record.features.get(feature)!r}; "
             "expected a number"
         ) from None
 
@@ -421,10 +422,10 @@ def _not_evaluated_reason(counts: dict[str, int]) -> str:
 
 
 def evaluate_run(
-    tiles: list[dict[str, Any]],
-    predictions: list[dict[str, Any]],
+    tiles: Sequence[TileEntry],
+    predictions: Sequence[TilePrediction],
     classes: Sequence[str],
-    held_out: Callable[[dict[str, Any]], bool],
+    held_out: Callable[[TileEntry], bool],
     threshold: float | None,
     reference: dict[str, Any],
     feature: str = "mean_intensity",
@@ -447,15 +448,13 @@ def evaluate_run(
     or not) with ``reference["histogram"]``.
 
     Args:
-        tiles: tile-index entries, each with ``id``, ``scene``, ``reference`` (class or None)
-            and ``labelled_fraction``.
-        predictions: batch-inference records, each with ``id``, ``scene``, ``prediction`` and
-            the ``feature`` value.
+        tiles: tile-index entries (their ``reference`` is a class or None).
+        predictions: batch-inference records (their ``features`` include ``feature``).
         classes: the model's ordered class list.
         held_out: whether a tile-index entry was not used for training.
         threshold: the model's threshold, or None for a model that has none.
         reference: the model's reference distribution (``histogram``, ``min``, ``max``).
-        feature: the feature key in the prediction records.
+        feature: the feature compared with the reference histogram.
 
     Raises:
         ModelError: a prediction's id is not in the tile index, appears twice, or names another
@@ -464,13 +463,13 @@ def evaluate_run(
     names = _check_classes(classes)
     if "histogram" not in reference:
         raise ModelError("model reference has no histogram; expected {'edges', 'counts'}")
-    by_id = {tile["id"]: tile for tile in tiles}
+    by_id = {tile.id: tile for tile in tiles}
     seen: set[str] = set()
     counts: dict[str, dict[str, int]] = {}
-    evaluated: list[tuple[dict[str, Any], str]] = []
+    evaluated: list[tuple[TilePrediction, str]] = []
     held_values: list[float] = []
     for record in predictions:
-        tile_id = record["id"]
+        tile_id = record.id
         tile = by_id.get(tile_id)
         if tile is None:
             raise ModelError(
@@ -480,31 +479,37 @@ def evaluate_run(
         if tile_id in seen:
             raise ModelError(f"prediction {tile_id!r} appears twice; expected one per tile")
         seen.add(tile_id)
-        if record.get("scene") != tile["scene"]:
+        if record.scene != tile.scene:
             raise ModelError(
-                f"prediction {tile_id!r} names scene {record.get('scene')!r} but the tile index "
-                f"says {tile['scene']!r}: predictions and tile index are out of sync"
+                f"prediction {tile_id!r} names scene {record.scene!r} but the tile index "
+                f"says {tile.scene!r}: predictions and tile index are out of sync"
             )
-        scene = counts.setdefault(tile["scene"], dict.fromkeys(COUNT_KEYS, 0))
+        scene = counts.setdefault(tile.scene, dict.fromkeys(COUNT_KEYS, 0))
         scene["tiles_predicted"] += 1
         if not held_out(tile):
             scene["tiles_used_for_training"] += 1
             continue
         scene["tiles_held_out"] += 1
         held_values.append(_feature_value(record, feature))
-        if tile["reference"] is None:
+        if tile.reference is None:
             scene["tiles_without_reference"] += 1
             continue
+        if tile.reference not in names:
+            raise ModelError(
+                f"tile {tile_id}: reference class {tile.reference!r} is not a class of the "
+                f"model ({', '.join(names)}); map the labels onto the model's classes "
+                "(ingest.labels.classes) or train a model with these classes (train.classes)"
+            )
         scene["tiles_with_reference"] += 1
-        evaluated.append((record, tile["reference"]))
+        evaluated.append((record, tile.reference))
 
     total = {key: sum(c[key] for c in counts.values()) for key in COUNT_KEYS}
     actual = [ref for _, ref in evaluated]
-    predicted = [rec["prediction"] for rec, _ in evaluated]
+    predicted = [rec.prediction for rec, _ in evaluated]
     by_scene: dict[str, tuple[list[str], list[str]]] = {sid: ([], []) for sid in counts}
     for rec, ref in evaluated:
-        by_scene[rec["scene"]][0].append(ref)
-        by_scene[rec["scene"]][1].append(rec["prediction"])
+        by_scene[rec.scene][0].append(ref)
+        by_scene[rec.scene][1].append(rec.prediction)
     scenes = {
         sid: {"counts": counts[sid], **classification_scores(*by_scene[sid], names)}
         for sid in sorted(counts)
@@ -517,7 +522,7 @@ def evaluate_run(
         "scenes": scenes,
     }
     confusion_rows = [
-        {"id": rec["id"], "scene": rec["scene"], "actual": ref, "predicted": rec["prediction"]}
+        {"id": rec.id, "scene": rec.scene, "actual": ref, "predicted": rec.prediction}
         for rec, ref in evaluated
     ]
     curve_rows: list[dict[str, Any]] = []
@@ -537,7 +542,7 @@ def evaluate_run(
 
 
 def evaluate_predictions(
-    model: Model, index: dict[str, Any], predictions: dict[str, Any]
+    model: Model, index: TileIndex, predictions: PredictionSet
 ) -> EvaluationResult:
     """Evaluate a batch-inference document against the tile index it was run on.
 
@@ -548,17 +553,13 @@ def evaluate_predictions(
     Args:
         model: the model the predictions were made with.
         index: the tile index (its entries carry the reference classes).
-        predictions: the predictions document (``metadata`` and ``predictions``).
+        predictions: the batch-inference run.
     """
-    held_out = held_out_filter(model.training, predictions["metadata"]["tile_index_sha256"])
-    records = [
-        {**rec, model.monitored: rec["features"][model.monitored]}
-        for rec in predictions["predictions"]
-    ]
+    held_out = held_out_filter(model.training, predictions.index_sha256)
     threshold = model.kind.details().get("threshold")  # kinds with one have a threshold curve
     return evaluate_run(
-        index["tiles"],
-        records,
+        index.tiles,
+        predictions.predictions,
         model.classes,
         held_out,
         threshold if isinstance(threshold, float) else None,

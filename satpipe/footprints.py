@@ -10,18 +10,21 @@ invalid coordinates.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
+from satpipe.records import TilePrediction
+
 _POINTS_PER_EDGE = 4
 _DECIMALS = 7
 _WGS84 = CRS.from_epsg(4326)
 
 
-def _ring(bounds: list[float]) -> list[tuple[float, float]]:
+def _ring(bounds: Sequence[float]) -> list[tuple[float, float]]:
     left, bottom, right, top = bounds
     corners = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
     ring = []
@@ -34,10 +37,13 @@ def _ring(bounds: list[float]) -> list[tuple[float, float]]:
 
 
 def feature_collection(
-    crs: CRS, records: list[dict[str, Any]], properties: tuple[str, ...]
+    crs: CRS, records: Sequence[TilePrediction], properties: tuple[str, ...]
 ) -> dict[str, Any]:
-    """GeoJSON FeatureCollection of the records' ``bounds`` reprojected from ``crs`` to 4326."""
-    rings = [_ring(rec["bounds"]) for rec in records]
+    """GeoJSON FeatureCollection of the records' ``bounds`` reprojected from ``crs`` to 4326.
+
+    Each feature's id is the tile id and its properties the named fields of the record.
+    """
+    rings = [_ring(rec.bounds) for rec in records]
     xs = [x for ring in rings for x, _ in ring]
     ys = [y for ring in rings for _, y in ring]
     lons, lats = warp_transform(crs, _WGS84, xs, ys) if xs else ([], [])
@@ -55,9 +61,9 @@ def feature_collection(
         features.append(
             {
                 "type": "Feature",
-                "id": rec["id"],
+                "id": rec.id,
                 "geometry": geometry,
-                "properties": {key: rec[key] for key in properties if key in rec},
+                "properties": {key: getattr(rec, key) for key in properties},
             }
         )
     return {"type": "FeatureCollection", "features": features}

@@ -9,6 +9,7 @@ worst check sets the status, overall and for each scene.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,15 +17,16 @@ import numpy as np
 from satpipe.drift import STATUSES, health_report
 from satpipe.model import Model
 from satpipe.params import HealthParams
-from satpipe.tileindex import group_by_scene, held_out_filter
+from satpipe.records import PredictionSet, TilePrediction, by_scene
+from satpipe.tileindex import held_out_filter
 
 
 def _compare(
-    records: list[dict[str, Any]], failed: int, total: int, model: Model, hp: HealthParams
+    records: Sequence[TilePrediction], failed: int, total: int, model: Model, hp: HealthParams
 ) -> dict[str, Any]:
-    values = np.array([r["features"][model.monitored] for r in records], dtype=np.float64)
+    values = np.array([r.features[model.monitored] for r in records], dtype=np.float64)
     fractions = {
-        c: (sum(r["prediction"] == c for r in records) / len(records) if records else 0.0)
+        c: (sum(r.prediction == c for r in records) / len(records) if records else 0.0)
         for c in model.classes
     }
     report = health_report(values, model.reference, failed, total, fractions, hp)
@@ -36,22 +38,22 @@ def _compare(
     }
 
 
-def health_document(model: Model, predictions: dict[str, Any], hp: HealthParams) -> dict[str, Any]:
+def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) -> dict[str, Any]:
     """The health report (a DVC metric) of a predictions document.
 
     Args:
         model: the model the predictions were made with.
-        predictions: the predictions document (``metadata`` and ``predictions``).
+        predictions: the batch-inference run.
         hp: the ``health`` params (warning and critical thresholds).
     """
-    meta, records = predictions["metadata"], predictions["predictions"]
-    same_index = meta["tile_index_sha256"] == model.training["tile_index_sha256"]
-    held_out = held_out_filter(model.training, meta["tile_index_sha256"])
-    records = [r for r in records if held_out(r)]  # leave out the tiles the model was fitted on
-    failed = meta["failed"]
+    meta, failed = predictions.metadata, predictions.failures
+    same_index = predictions.index_sha256 == model.training["tile_index_sha256"]
+    held_out = held_out_filter(model.training, predictions.index_sha256)
+    # leave out the tiles the model was fitted on
+    records = [r for r in predictions.predictions if held_out(r)]
     overall = _compare(records, len(failed), meta["tiles_total"], model, hp)
     scenes = {}
-    records_by, failed_by = group_by_scene(records), group_by_scene(failed)
+    records_by, failed_by = by_scene(records), by_scene(failed)
     for sid in sorted(records_by.keys() | failed_by.keys()):
         mine, n_failed = records_by.get(sid, []), len(failed_by.get(sid, []))
         scene = _compare(mine, n_failed, len(mine) + n_failed, model, hp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +27,7 @@ from satpipe.features import tile_measurements
 from satpipe.files import sha256_bytes
 from satpipe.model import Model
 from satpipe.raster import FileSignature, Raster, decode_tile, read_file_signed
-from satpipe.tileindex import group_by_scene
+from satpipe.records import TileEntry, TileFailure, TilePrediction, by_scene
 
 log = logging.getLogger(__name__)
 
@@ -180,77 +181,73 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 
 def predict_tiles(
-    tiles_dir: Path, model: Model, tiles: list[dict[str, Any]]
-) -> list[tuple[dict[str, Any], float]]:
+    tiles_dir: Path, model: Model, tiles: Sequence[TileEntry]
+) -> list[tuple[TilePrediction | TileFailure, float]]:
     """Classify a chunk of tile-index entries; one ``(record, latency)`` per tile, in order.
 
     Every tile is read, checked and measured first; then the model classifies the whole chunk in
     one call (per input shape), so batched kinds (an ONNX graph) see many tiles per run. A tile
-    that cannot be classified gives ``({"id", "path", "error"}, 0.0)`` instead of raising. Each
-    tile's latency is its own reading time plus its share of the model call. Module-level so
-    that it can run in a worker process or on a Dask worker.
+    that cannot be classified gives ``(TileFailure, 0.0)`` instead of raising. Each tile's
+    latency is its own reading time plus its share of the model call. Module-level so that it
+    can run in a worker process or on a Dask worker.
     """
-    out: list[tuple[dict[str, Any], float]] = []
-    ready: list[tuple[int, dict[str, Any], ModelInput, float]] = []
+    out: list[tuple[TilePrediction | TileFailure, float] | None] = []
+    ready: list[tuple[int, TileEntry, ModelInput, float]] = []
     for tile in tiles:
         start = time.perf_counter()
-        path = tiles_dir / tile["file"]
+        path = tiles_dir / tile.file
         try:
-            item = model_input(read_tile(path, tile["sha256"]), model, str(path))
+            item = model_input(read_tile(path, tile.sha256), model, str(path))
         except (SatpipeError, OSError) as exc:
-            failure = {
-                "id": tile["id"],
-                "scene": tile.get("scene"),
-                "path": tile["file"],
-                "error": str(exc),
-            }
+            failure = TileFailure(id=tile.id, scene=tile.scene, path=tile.file, error=str(exc))
             out.append((failure, 0.0))
             continue
         ready.append((len(out), tile, item, time.perf_counter() - start))
-        out.append(({}, 0.0))
+        out.append(None)  # filled in after the batched model call
     start = time.perf_counter()
     predictions = predict_inputs([item for _, _, item, _ in ready], model)
     share = (time.perf_counter() - start) / len(ready) if ready else 0.0
     for (slot, tile, _, took), pred in zip(ready, predictions, strict=True):
-        record = {
-            "id": tile["id"],
-            "scene": tile.get("scene"),
-            "path": tile["file"],
-            "window": tile["window"],
-            "bounds": tile["bounds"],
-            "prediction": pred.prediction,
-            "score": pred.score,
-            "features": pred.features,
-            "model_version": pred.model_version,
-        }
+        record = TilePrediction(
+            id=tile.id,
+            scene=tile.scene,
+            path=tile.file,
+            window=tile.window,
+            bounds=tile.bounds,
+            prediction=pred.prediction,
+            score=pred.score,
+            features=pred.features,
+            model_version=pred.model_version,
+        )
         out[slot] = (record, took + share)
-    return out
+    return [item for item in out if item is not None]
 
 
 def batch_predict(
-    index: dict[str, Any],
+    tiles: Sequence[TileEntry],
     tiles_dir: Path,
     model: Model,
     engine: Engine | None = None,
     progress: bool = False,
     chunk: int = 64,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[float]]:
-    """Classify every tile of ``index``, ``chunk`` tiles per engine task.
+) -> tuple[list[TilePrediction], list[TileFailure], list[float]]:
+    """Classify every tile of ``tiles``, ``chunk`` tiles per engine task.
 
     Args:
-        index: the tile index.
-        tiles_dir: the directory its ``file`` entries are relative to.
+        tiles: tile-index entries.
+        tiles_dir: the directory their ``file`` paths are relative to.
         model: the model.
         engine: where chunks run (default: inline, in this process).
         progress: show a progress bar on stderr.
         chunk: tiles per task.
 
     Returns:
-        Per-tile records (index order), failures (id, path, error), and per-tile latencies (s).
+        Per-tile predictions (input order), failures, and per-tile latencies (s).
     """
-    tiles = index["tiles"]
     chunks = [tiles[i : i + chunk] for i in range(0, len(tiles), chunk)]
-    records, failures, latencies = [], [], []
+    records: list[TilePrediction] = []
+    failures: list[TileFailure] = []
+    latencies: list[float] = []
     with ExitStack() as stack:
         engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
         bar = stack.enter_context(
@@ -259,12 +256,9 @@ def batch_predict(
         for results in engine.map(partial(predict_tiles, tiles_dir, model), chunks):
             bar.update(len(results))
             for record, latency in results:
-                if "error" in record:
+                if isinstance(record, TileFailure):
                     log.warning(
-                        "tile %s failed: %s",
-                        record["id"],
-                        record["error"],
-                        extra={"tile": record["id"]},
+                        "tile %s failed: %s", record.id, record.error, extra={"tile": record.id}
                     )
                     failures.append(record)
                 else:
@@ -274,17 +268,17 @@ def batch_predict(
 
 
 def monitoring(
-    records: list[dict[str, Any]], classes: tuple[str, ...], monitored: str
+    records: Sequence[TilePrediction], classes: tuple[str, ...], monitored: str
 ) -> dict[str, Any]:
     """Prediction counts by class and monitored-feature statistics, overall and per scene."""
 
-    def summary(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    def summary(recs: Sequence[TilePrediction]) -> dict[str, Any]:
         counts = dict.fromkeys(classes, 0)
         for rec in recs:
-            counts[rec["prediction"]] += 1
-        values = np.array([rec["features"][monitored] for rec in recs], dtype=np.float64)
+            counts[rec.prediction] += 1
+        values = np.array([rec.features[monitored] for rec in recs], dtype=np.float64)
         return {"prediction_counts": counts, "feature": {"name": monitored, **_summary(values)}}
 
-    groups = group_by_scene(records)
+    groups = by_scene(records)
     per_scene = {sid: summary(groups[sid]) for sid in sorted(s for s in groups if s is not None)}
     return {**summary(records), "per_scene": per_scene}

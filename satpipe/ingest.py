@@ -27,6 +27,7 @@ from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import ChecksumError, ParamsError, RasterReadError, SatpipeError, SceneError
 from satpipe.files import atomic_path, write_json
 from satpipe.params import IngestParams, SceneParams
+from satpipe.records import SceneRecord
 from satpipe.scene import inspect_scene
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def ingest(
     *,
     retries: int = 3,
     timeout: float = 30.0,
-) -> dict[str, Any]:
+) -> SceneRecord:
     """Acquire, validate and write one scene and its metadata.
 
     The scene's preview and label raster (if any) are written beside ``scene_out`` as
@@ -155,26 +156,29 @@ def ingest(
         else:
             labels = None
         step = meta.pop("preview_step")
-        meta = {
-            "id": params.scene_id,
-            "role": params.role,
-            "source": source_record(params),
-            **meta,
-            "preview": {"file": preview_out.name, "step": step},
-            "labels": labels,
-        }
-        write_json(meta_out, meta)
+        record = SceneRecord.from_json(
+            {
+                **meta,
+                "id": params.scene_id,
+                "role": params.role,
+                "source": source_record(params),
+                "preview": {"file": preview_out.name, "step": step},
+                "labels": labels,
+            },
+            name,
+        )
+        write_json(meta_out, record.to_json())
     log.info(
         "ingested %s: %dx%d, %d bands %s, %s, acquired %s",
         name,
-        meta["width"],
-        meta["height"],
-        meta["count"],
-        meta["dtypes"][0],
-        meta["crs"] if meta["epsg"] else "custom CRS",
-        meta["acquisition_time"],
+        record.width,
+        record.height,
+        record.count,
+        record.dtypes[0],
+        record.crs if record.epsg else "custom CRS",
+        record.acquisition_time,
     )
-    return meta
+    return record
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,7 @@ class _SceneTask:
     skip_invalid: bool
 
 
-def _ingest_task(task: _SceneTask) -> dict[str, Any]:
+def _ingest_task(task: _SceneTask) -> SceneRecord | tuple[str, str]:
     """Ingest one scene into ``out_dir``; a known failure names the scene (or is returned)."""
     sid = task.item.scene_id
     try:
@@ -201,13 +205,13 @@ def _ingest_task(task: _SceneTask) -> dict[str, Any]:
         )
     except SatpipeError as exc:
         if task.skip_invalid:
-            return {"id": sid, "skipped": f"{type(exc).__name__}: {exc}"}
+            return sid, f"{type(exc).__name__}: {exc}"
         raise type(exc)(f"scene {sid!r}: {exc}") from exc
 
 
 def ingest_scenes(
     params: IngestParams, out_dir: Path, root: Path, engine: Engine | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+) -> tuple[list[SceneRecord], dict[str, Any]]:
     """Ingest every scene of ``params`` into ``out_dir`` as ``<id>.tif`` and ``<id>.json``.
 
     Scenes are validated in parallel on ``engine`` (one task per scene). Without
@@ -228,11 +232,11 @@ def ingest_scenes(
     with ExitStack() as stack:
         engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
         for result in engine.map(_ingest_task, tasks):
-            if "skipped" in result:
-                log.warning("skipped scene %s: %s", result["id"], result["skipped"])
-                skipped.append({"id": result["id"], "reason": result["skipped"]})
-            else:
+            if isinstance(result, SceneRecord):
                 scenes.append(result)
+            else:
+                log.warning("skipped scene %s: %s", *result)
+                skipped.append({"id": result[0], "reason": result[1]})
     if not scenes:
         raise SceneError(f"no valid scene among {len(tasks)}: {skipped[0]['reason']}")
     metrics = {"scenes_ingested": len(scenes), "scenes_skipped": len(skipped), "skipped": skipped}

@@ -1,8 +1,10 @@
 """Reference labels: a raster of integer class codes on a scene's grid, and each tile's class.
 
 A scene may come with a *label raster*: one band of integer codes (Sentinel-2's Scene
-Classification, a land-cover map, a hand-drawn mask) and a mapping from the model's classes to the
-codes that mean them (``ingest.labels.classes``); codes not listed are unlabelled. At ingest the
+Classification, a land-cover map, a hand-drawn mask) and a mapping from class names to the codes
+that mean them (``ingest.labels.classes``); codes not listed are unlabelled. The names are the
+ones the model will be judged with: ``dark``/``bright`` for the default threshold, or whatever
+classes a logistic or ONNX model declares (``train.classes``, ``train.onnx.classes``). At ingest the
 raster is validated and resampled onto the scene's grid with nearest-neighbour resampling, window
 by window through a warped VRT (never read whole), and written beside the scene as
 ``<id>.labels.tif`` with its codes unchanged; pixels outside the raster's footprint or at its
@@ -13,7 +15,8 @@ The resampling is :mod:`satpipe.label_raster`'s; this module holds what the tile
 When tiles are cut, each tile's *labelled fraction* is the share of its window's pixels whose
 code is listed, and its *reference* is the class of the majority of those pixels, provided the
 labelled fraction is at least ``tile.min_labelled_fraction``; otherwise it has none. A tie
-between classes goes to the class listed first in the model's class order.
+between classes goes to the class whose name sorts first (the mapping's own order does not
+survive JSON, and the model's is not known when tiles are cut).
 """
 
 from __future__ import annotations
@@ -22,29 +25,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from satpipe.classes import CLASSES
-
 
 @dataclass(frozen=True)
 class LabelLookup:
-    """Code -> class position, as two sorted arrays (works for any integer code range)."""
+    """Code -> class position, as two sorted arrays (works for any integer code range).
+
+    Positions index :attr:`names`, the mapping's class names in sorted order.
+    """
 
     codes: np.ndarray
     classes: np.ndarray
     nodata: int | None
+    names: tuple[str, ...] = ()
 
     @classmethod
-    def from_mapping(
-        cls, mapping: dict[str, list[int]], nodata: int | None, order: tuple[str, ...] = CLASSES
-    ) -> LabelLookup:
-        """Build the lookup from ``{class: [codes]}``; ``order`` gives each class's position."""
+    def from_mapping(cls, mapping: dict[str, list[int]], nodata: int | None) -> LabelLookup:
+        """Build the lookup from ``{class: [codes]}``."""
+        names = tuple(sorted(mapping))
         pairs = sorted(
-            (code, order.index(name)) for name, codes in mapping.items() for code in codes
+            (code, names.index(name)) for name, codes in mapping.items() for code in codes
         )
         return cls(
             np.array([c for c, _ in pairs], dtype=np.int64),
             np.array([k for _, k in pairs], dtype=np.int16),
             nodata,
+            names,
         )
 
     def classify(self, codes: np.ndarray) -> np.ndarray:
@@ -87,13 +92,9 @@ class TileReference:
     reference: str | None
 
 
-def tile_reference(
-    codes: np.ndarray,
-    lookup: LabelLookup,
-    min_fraction: float,
-    order: tuple[str, ...] = CLASSES,
-) -> TileReference:
+def tile_reference(codes: np.ndarray, lookup: LabelLookup, min_fraction: float) -> TileReference:
     """The reference of one tile from the label codes of its window (see module docstring)."""
+    order = lookup.names
     counts = lookup.class_counts(codes, len(order))
     labelled = int(counts.sum())
     fraction = labelled / codes.size if codes.size else 0.0

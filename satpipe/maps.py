@@ -59,6 +59,14 @@ from satpipe.files import atomic_path, write_bytes_atomic
 from satpipe.grid import axis_offsets, tile_id
 from satpipe.model import Model
 from satpipe.quicklook import encode_png, quicklook
+from satpipe.records import (
+    PredictionSet,
+    SceneInfo,
+    TileIndex,
+    TilePrediction,
+    TileWindow,
+    by_scene,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +114,16 @@ class MapGrid:
     size: int
     stride: int
 
-    def pixel_of(self, window: Mapping[str, int]) -> tuple[int, int]:
+    def pixel_of(self, window: TileWindow) -> tuple[int, int]:
         """The ``(row, col)`` of the map pixel that stands for the tile with this window.
 
         Args:
-            window: ``{"col_off", "row_off", ...}`` in scene pixels.
+            window: the tile's window in scene pixels.
 
         Raises:
             TilingError: an offset is not a multiple of the stride, or is outside the grid.
         """
-        row_off, col_off = int(window["row_off"]), int(window["col_off"])
+        row_off, col_off = window.row_off, window.col_off
         name = tile_id(row_off, col_off)
         if row_off % self.stride or col_off % self.stride:
             raise TilingError(
@@ -158,35 +166,26 @@ def map_grid(transform: Affine, width: int, height: int, size: int, stride: int)
     )
 
 
-def _tile_name(record: Mapping[str, Any]) -> str:
-    window = record["window"]
-    return str(record.get("id") or tile_id(int(window["row_off"]), int(window["col_off"])))
-
-
-def _code(record: Mapping[str, Any], codes: dict[str, int]) -> int:
-    return code_of(record["prediction"], codes, _tile_name(record))
-
-
 def _positions(
-    grid: MapGrid, records: Sequence[Mapping[str, Any]]
-) -> list[tuple[int, int, Mapping[str, Any]]]:
+    grid: MapGrid, records: Sequence[TilePrediction]
+) -> list[tuple[int, int, TilePrediction]]:
     """Each record's map pixel, refusing two records at the same tile position."""
     seen: dict[tuple[int, int], str] = {}
     out = []
     for rec in records:
-        row, col = grid.pixel_of(rec["window"])
+        row, col = grid.pixel_of(rec.window)
         if (row, col) in seen:
             raise TilingError(
-                f"tile {_tile_name(rec)}: same tile position as tile {seen[row, col]}; "
+                f"tile {rec.id}: same tile position as tile {seen[row, col]}; "
                 "expected one record per tile"
             )
-        seen[row, col] = _tile_name(rec)
+        seen[row, col] = rec.id
         out.append((row, col, rec))
     return out
 
 
 def class_map(
-    grid: MapGrid, records: Sequence[Mapping[str, Any]], classes: Sequence[str]
+    grid: MapGrid, records: Sequence[TilePrediction], classes: Sequence[str]
 ) -> np.ndarray:
     """The ``(height, width)`` uint8 class map: class position + 1, 0 where there is no tile.
 
@@ -197,11 +196,11 @@ def class_map(
     codes = class_codes(classes)
     out = np.zeros((grid.height, grid.width), dtype=np.uint8)
     for row, col, rec in _positions(grid, records):
-        out[row, col] = _code(rec, codes)
+        out[row, col] = code_of(rec.prediction, codes, rec.id)
     return out
 
 
-def score_map(grid: MapGrid, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+def score_map(grid: MapGrid, records: Sequence[TilePrediction]) -> np.ndarray:
     """The ``(height, width)`` float32 score map: each record's ``score``, NaN where no tile.
 
     Raises:
@@ -209,7 +208,7 @@ def score_map(grid: MapGrid, records: Sequence[Mapping[str, Any]]) -> np.ndarray
     """
     out = np.full((grid.height, grid.width), np.nan, dtype=np.float32)
     for row, col, rec in _positions(grid, records):
-        out[row, col] = float(rec["score"])
+        out[row, col] = rec.score
     return out
 
 
@@ -329,19 +328,14 @@ def write_score_cog(
     return [Path(path)]
 
 
-def _meta_nodata(value: Any) -> float | None:
-    if value is None:
-        return None
-    return math.nan if value == "NaN" else float(value)
-
-
 def write_scene_maps(
     out_maps_dir: Path | str,
     out_quicklook_dir: Path | str,
     scene_id: str,
-    scene_meta: Mapping[str, Any],
+    scene_meta: SceneInfo,
     preview_path: Path | str,
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TilePrediction],
+    references: Mapping[str, str | None],
     tiling: Tiling,
     classes: Sequence[str],
 ) -> dict[str, Any]:
@@ -354,11 +348,10 @@ def write_scene_maps(
         out_maps_dir: directory of the map COGs.
         out_quicklook_dir: directory of the quick-look PNGs.
         scene_id: the scene's id (names the files).
-        scene_meta: ``transform`` (6 floats, a b c d e f), ``crs_wkt``, ``width``, ``height``
-            and ``nodata`` of the scene.
+        scene_meta: the scene (its transform, CRS, size and nodata are read).
         preview_path: the scene's preview raster.
-        records: the scene's tiles: ``window``, ``prediction``, ``score``, optional
-            ``reference``.
+        records: the scene's predictions.
+        references: each tile's reference class (None or absent: no reference), by tile id.
         tiling: the tile ``size`` and ``stride`` the scene was cut with.
         classes: the model's classes, in order.
 
@@ -371,18 +364,16 @@ def write_scene_maps(
         SceneError: the preview does not match the scene.
     """
     maps_dir, ql_dir = Path(out_maps_dir), Path(out_quicklook_dir)
-    transform = Affine(*[float(v) for v in scene_meta["transform"][:6]])
-    crs = CRS.from_wkt(scene_meta["crs_wkt"]) if scene_meta.get("crs_wkt") else None
-    grid = map_grid(
-        transform, int(scene_meta["width"]), int(scene_meta["height"]), tiling.size, tiling.stride
-    )
+    transform = Affine(*[float(v) for v in scene_meta.transform[:6]])
+    crs = CRS.from_wkt(scene_meta.crs_wkt) if scene_meta.crs_wkt else None
+    grid = map_grid(transform, scene_meta.width, scene_meta.height, tiling.size, tiling.stride)
     classes_tif = maps_dir / f"{scene_id}.classes.tif"
     scores_tif = maps_dir / f"{scene_id}.scores.tif"
     png = ql_dir / f"{scene_id}.png"
     written = write_class_cog(classes_tif, class_map(grid, records, classes), grid, crs, classes)
     write_score_cog(scores_tif, score_map(grid, records), grid, crs)
     look = quicklook(
-        preview_path, records, transform, classes, nodata=_meta_nodata(scene_meta.get("nodata"))
+        preview_path, records, transform, classes, references, nodata=scene_meta.nodata_value
     )
     write_bytes_atomic(png, encode_png(look.rgb))
     summary = {
@@ -412,8 +403,8 @@ def write_scene_maps(
 
 def render_maps(
     scenes_dir: Path,
-    index: Mapping[str, Any],
-    predictions: Mapping[str, Any],
+    index: TileIndex,
+    predictions: PredictionSet,
     model: Model,
     maps_dir: Path,
     quicklook_dir: Path,
@@ -421,13 +412,12 @@ def render_maps(
     """Write the maps and quick-look of every scene that has predictions.
 
     A tile's score is the one its prediction carries (what it means is the model kind's: the
-    threshold's margin, a class probability); its
-    reference comes from the tile index.
+    threshold's margin, a class probability); its reference comes from the tile index.
 
     Args:
         scenes_dir: the ingest directory (each scene's preview raster lives there).
         index: the tile index the predictions were made on.
-        predictions: the predictions document (``predictions``: per-tile records).
+        predictions: the batch-inference run.
         model: the model that made them.
         maps_dir: directory for the COGs.
         quicklook_dir: directory for the PNGs.
@@ -435,27 +425,24 @@ def render_maps(
     Returns:
         Each scene's summary (see :func:`write_scene_maps`), by scene id.
     """
-    references = {tile["id"]: tile.get("reference") for tile in index["tiles"]}
-    tiling = index["tiling"]
-    grid = _Tiling(int(tiling["size"]), int(tiling["stride"]))
-    by_scene: dict[str, list[dict[str, Any]]] = {}
-    for rec in predictions["predictions"]:
-        by_scene.setdefault(rec["scene"], []).append(
-            {
-                "id": rec["id"],
-                "window": rec["window"],
-                "prediction": rec["prediction"],
-                "score": rec["score"],
-                "reference": references.get(rec["id"]),
-            }
-        )
+    references = {tile.id: tile.reference for tile in index.tiles}
+    grid = _Tiling(int(index.tiling["size"]), int(index.tiling["stride"]))
+    groups = by_scene(predictions.predictions)
     summaries = {}
-    for sid, scene in index["scenes"].items():
-        if sid not in by_scene:
+    for sid, scene in index.scenes.items():
+        if sid not in groups:
             continue
-        preview = scenes_dir / scene["preview"]["file"]
+        preview = scenes_dir / scene.preview["file"]
         summaries[sid] = write_scene_maps(
-            maps_dir, quicklook_dir, sid, scene, preview, by_scene[sid], grid, model.classes
+            maps_dir,
+            quicklook_dir,
+            sid,
+            scene,
+            preview,
+            groups[sid],
+            references,
+            grid,
+            model.classes,
         )
     return summaries
 

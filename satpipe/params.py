@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from satpipe.classes import CLASSES
+from satpipe.classes import CLASSES, MAX_CLASSES
 from satpipe.errors import ParamsError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -46,6 +46,18 @@ def _sha256(cls: type, value: str | None) -> str | None:
     return None if value is None else value.lower()
 
 
+def _check_names(names: list[str]) -> list[str]:
+    """Class names: 1 to MAX_CLASSES distinct, non-empty names without surrounding spaces."""
+    if not 1 <= len(names) <= MAX_CLASSES:
+        raise ValueError(f"{len(names)} classes; expected 1 to {MAX_CLASSES}")
+    for name in names:
+        if not name or name != name.strip():
+            raise ValueError(f"class name {name!r} is empty or has surrounding spaces")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names {names} repeat a name; expected distinct names")
+    return names
+
+
 class LabelParams(_Section):
     """A scene's reference labels: a raster of integer class codes and what the codes mean.
 
@@ -68,12 +80,7 @@ class LabelParams(_Section):
     def _check_classes(cls, value: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
         if value is None:
             return None
-        unknown = sorted(set(value) - set(CLASSES))
-        if unknown:
-            raise ValueError(
-                f"names class {unknown[0]!r}, which the model does not have; expected classes "
-                f"among {list(CLASSES)}"
-            )
+        _check_names(list(value))
         owner: dict[int, str] = {}
         for name, codes in value.items():
             if not codes:
@@ -274,10 +281,16 @@ class TrainParams(_Section):
     ``model`` names the kind (:mod:`satpipe.kinds`): ``threshold`` (default), ``logistic`` or
     ``onnx``, each with its own settings: ``method`` for the threshold (``mean``: the mean of the
     training tiles' feature; ``fit``: the threshold with the best balanced accuracy on the
-    labelled training tiles), ``logistic`` and ``onnx`` for the others.
+    labelled training tiles), ``logistic`` and ``onnx`` for the others. ``classes`` are the
+    model's class names in order (default ``dark``, ``bright``; for a threshold the last one is
+    the class above it); an ONNX model's are ``onnx.classes``. Reference labels are judged against
+    these names.
     """
 
+    _check_classes = field_validator("classes")(classmethod(lambda cls, v: _check_names(v)))
+
     model: str = "threshold"
+    classes: list[str] = Field(default_factory=lambda: list(CLASSES), min_length=2)
     method: Literal["mean", "fit"] = "mean"
     logistic: LogisticParams = LogisticParams()
     onnx: OnnxParams | None = None

@@ -20,7 +20,6 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -30,6 +29,7 @@ from rasterio.io import MemoryFile
 from satpipe.classes import class_codes, class_colour, code_of
 from satpipe.errors import SceneError
 from satpipe.raster import open_scene
+from satpipe.records import TilePrediction
 
 OUTLINE_COLOUR = (255, 0, 255)  # magenta: in no palette above
 OUTLINE_PIXELS = 2
@@ -141,9 +141,10 @@ def _span(offset: int, length: int, factor: int, limit: int) -> tuple[int, int]:
 
 def quicklook(
     preview_path: Path | str,
-    records: Sequence[Mapping[str, Any]],
+    records: Sequence[TilePrediction],
     scene_transform: Affine,
     classes: Sequence[str],
+    references: Mapping[str, str | None] | None = None,
     *,
     nodata: float | None = None,
 ) -> QuickLook:
@@ -153,15 +154,16 @@ def quicklook(
     (every m-th pixel). Each tile is tinted with its class colour (alpha
     ``OVERLAY_ALPHA / 256``) over the quick-look pixels whose centre lies in its window; where
     tiles overlap, the last in grid order (lowest, then rightmost) tints. A tile whose
-    ``reference`` is set and differs from its ``prediction`` gets a magenta outline,
+    reference is set and differs from its prediction gets a magenta outline,
     ``OUTLINE_PIXELS`` wide, inside its footprint, drawn over all tints. Invalid pixels are
     black, and tinted like the others inside a tile.
 
     Args:
         preview_path: the preview GeoTIFF (all bands, transform = scene transform scaled).
-        records: the scene's tiles: ``window``, ``prediction``, optional ``reference``.
+        records: the scene's predictions.
         scene_transform: the scene's transform, to find the preview's decimation factor.
         classes: the model's classes, in order.
+        references: each tile's reference class, by tile id (absent or None: no reference).
         nodata: the scene's nodata value, if it overrides the preview's own.
 
     Raises:
@@ -185,16 +187,15 @@ def quicklook(
     rgb = np.stack(channels * 3 if len(channels) == 1 else channels, axis=-1)
     rows, cols = rgb.shape[:2]
 
-    ordered = sorted(
-        records, key=lambda r: (int(r["window"]["row_off"]), int(r["window"]["col_off"]))
-    )
+    references = references or {}
+    ordered = sorted(records, key=lambda r: (r.window.row_off, r.window.col_off))
     spans = []
     label = np.zeros((rows, cols), dtype=np.uint8)
     for rec in ordered:
-        win = rec["window"]
-        r0, r1 = _span(int(win["row_off"]), int(win["height"]), factor, rows)
-        c0, c1 = _span(int(win["col_off"]), int(win["width"]), factor, cols)
-        label[r0:r1, c0:c1] = code_of(rec["prediction"], codes, str(rec.get("id", win)))
+        win = rec.window
+        r0, r1 = _span(win.row_off, win.height, factor, rows)
+        c0, c1 = _span(win.col_off, win.width, factor, cols)
+        label[r0:r1, c0:c1] = code_of(rec.prediction, codes, rec.id)
         spans.append((r0, r1, c0, c1))
     palette = np.array(
         [(0, 0, 0)] + [class_colour(name, i) for i, name in enumerate(classes)], dtype=np.int32
@@ -206,8 +207,8 @@ def quicklook(
     outline = np.array(OUTLINE_COLOUR, dtype=np.uint8)
     w = OUTLINE_PIXELS
     for rec, (r0, r1, c0, c1) in zip(ordered, spans, strict=True):
-        reference = rec.get("reference")
-        if reference is None or reference == rec["prediction"] or r1 <= r0 or c1 <= c0:
+        reference = references.get(rec.id)
+        if reference is None or reference == rec.prediction or r1 <= r0 or c1 <= c0:
             continue
         rgb[r0 : min(r0 + w, r1), c0:c1] = outline
         rgb[max(r1 - w, r0) : r1, c0:c1] = outline

@@ -12,44 +12,29 @@ identifies a training set.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from satpipe.errors import ModelError
-from satpipe.files import read_json, sha256_file
-
-INDEX_SCHEMA = 2
-
-
-SCENE_KEYS = (
-    "id",
-    "role",
-    "sha256",
-    "width",
-    "height",
-    "count",
-    "dtypes",
-    "crs",
-    "crs_wkt",
-    "epsg",
-    "transform",
-    "nodata",
-    "acquisition_time",
-    "source",
-    "labels",
-    "preview",
+from satpipe.files import sha256_file
+from satpipe.records import (
+    IndexedScene,
+    SceneRecord,
+    TileEntry,
+    TileIndex,
+    TilePrediction,
+    by_scene,
 )
 
 
 def build_index(
-    scenes: list[dict[str, Any]],
+    scenes: list[SceneRecord],
     tiling: dict[str, Any],
     feature: dict[str, Any],
-    entries: list[dict[str, Any]],
+    entries: list[TileEntry],
     skipped: list[dict[str, int]],
-) -> dict[str, Any]:
-    """Assemble the index document.
+) -> TileIndex:
+    """Assemble the tile index.
 
     Args:
         scenes: each scene's ingest metadata, in order.
@@ -58,40 +43,20 @@ def build_index(
         entries: every tile, scene by scene, in grid order; each names its ``scene``.
         skipped: each scene's skip counts by reason.
     """
-    header = {}
-    by_scene = group_by_scene(entries)
-    for meta, skips in zip(scenes, skipped, strict=True):
-        tiles = len(by_scene.get(meta["id"], []))
-        header[meta["id"]] = {
-            **{k: meta.get(k) for k in SCENE_KEYS},
-            "tiles": tiles,
-            "tiles_skipped": skips,
-        }
-    return {
-        "schema": INDEX_SCHEMA,
-        "scenes": header,
-        "tiling": tiling,
-        "feature": feature,
-        "tile_count": len(entries),
-        "tiles": entries,
+    tiles_of = by_scene(entries)
+    header = {
+        meta.id: IndexedScene(
+            **vars(meta.info()), tiles=len(tiles_of.get(meta.id, [])), tiles_skipped=skips
+        )
+        for meta, skips in zip(scenes, skipped, strict=True)
     }
-
-
-def load_index(path: Path | str) -> dict[str, Any]:
-    """Read a tile index, checking that it is one.
-
-    Raises:
-        ModelError: the file is missing or not a tile index.
-    """
-    try:
-        index = read_json(path)
-    except FileNotFoundError:
-        raise ModelError(f"{path}: tile index not found") from None
-    except ValueError as exc:
-        raise ModelError(f"{path}: tile index is not valid JSON ({exc})") from exc
-    if not isinstance(index, dict) or index.get("schema") != INDEX_SCHEMA or "tiles" not in index:
-        raise ModelError(f"{path}: not a tile index (schema {INDEX_SCHEMA} expected)")
-    return index
+    return TileIndex(
+        scenes=header,
+        tiling=tiling,
+        feature=feature,
+        tile_count=len(entries),
+        tiles=tuple(entries),
+    )
 
 
 def index_hash(path: Path | str) -> str:
@@ -108,14 +73,6 @@ def in_training_subset(tile: str, seed: int, fraction: float) -> bool:
     """
     digest = hashlib.sha256(f"{seed}:{tile}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def group_by_scene(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Tiles, predictions or failures grouped by their ``scene``, each group in input order."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for item in items:
-        groups.setdefault(item.get("scene"), []).append(item)
-    return groups
 
 
 def is_training_tile(tile: str, role: str, seed: int, fraction: float) -> bool:
@@ -135,8 +92,8 @@ def is_inference_tile(role: str) -> bool:
 
 
 def held_out_filter(
-    training: dict[str, Any], index_sha256: str
-) -> Callable[[dict[str, Any]], bool]:
+    training: Mapping[str, Any], index_sha256: str
+) -> Callable[[TileEntry | TilePrediction], bool]:
     """Whether a tile-index entry was left out of a model's training.
 
     When inference ran on the index the model was fitted on (same sha256), the tiles the model
@@ -150,4 +107,4 @@ def held_out_filter(
         return lambda tile: True
     roles = {sid: scene["role"] for sid, scene in training["scenes"].items()}
     seed, fraction = training["params"]["seed"], training["params"]["fraction"]
-    return lambda tile: not is_training_tile(tile["id"], roles[tile["scene"]], seed, fraction)
+    return lambda tile: not is_training_tile(tile.id, roles[tile.scene], seed, fraction)

@@ -42,6 +42,7 @@ from satpipe.grid import axis_offsets, tile_id
 from satpipe.labels import LabelLookup, tile_reference
 from satpipe.params import FeaturesParams, TileParams
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
+from satpipe.records import SceneInfo, SceneRecord, TileEntry, TileIndex, TileWindow
 from satpipe.tileindex import build_index
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class TileContext:
     min_labelled: float = 0.5
 
 
-def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Counter]:
+def run_job(ctx: TileContext, job: TileJob) -> tuple[list[TileEntry], Counter]:
     """Read one band of rows, write its tiles, and return their index entries and skip counts.
 
     Each call opens its own dataset handle, so it can run in any thread or process.
@@ -141,31 +142,26 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[dict[str, Any]], Count
                 ctx.min_labelled,
             )
         entries.append(
-            {
-                "id": tid,
-                "file": f"{tid}.tif",
-                "window": {
-                    "col_off": win.col_off,
-                    "row_off": win.row_off,
-                    "width": win.width,
-                    "height": win.height,
-                },
-                "bounds": list(windows.bounds(win, scene_transform)),
-                "sha256": sha256_bytes(blob),
-                **({"scene": ctx.scene_id} if ctx.scene_id is not None else {}),
-                "valid_fraction": feats.valid_fraction,
-                "mean_intensity": feats.mean_intensity,
-                "features": vector,
-                "labelled_fraction": ref.labelled_fraction if ref else 0.0,
-                "reference": ref.reference if ref else None,
-            }
+            TileEntry(
+                id=tid,
+                scene=ctx.scene_id,
+                file=f"{tid}.tif",
+                window=TileWindow(win.row_off, win.col_off, win.width, win.height),
+                bounds=windows.bounds(win, scene_transform),
+                sha256=sha256_bytes(blob),
+                valid_fraction=feats.valid_fraction,
+                mean_intensity=feats.mean_intensity,
+                features=vector,
+                labelled_fraction=ref.labelled_fraction if ref else 0.0,
+                reference=ref.reference if ref else None,
+            )
         )
     return entries, skipped
 
 
 def cut_tiles(
     scene: Path,
-    meta: dict[str, Any],
+    meta: SceneInfo,
     out_dir: Path,
     *,
     size: int,
@@ -177,7 +173,7 @@ def cut_tiles(
     engine: Engine | None = None,
     progress: bool = False,
     min_labelled_fraction: float = 0.5,
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
+) -> tuple[list[TileEntry], dict[str, int]]:
     """Cut ``scene`` into tile files in ``out_dir``.
 
     Args:
@@ -221,10 +217,10 @@ class TilingParams:
 
 
 def _plan_scene(
-    scene: Path, meta: dict[str, Any], out_dir: Path, tp: TilingParams, scene_id: str | None
+    scene: Path, meta: SceneInfo, out_dir: Path, tp: TilingParams, scene_id: str | None
 ) -> tuple[TileContext, list[TileJob], int]:
     name = scene_id or str(scene)
-    width, height, count = meta["width"], meta["height"], meta["count"]
+    width, height, count = meta.width, meta.height, meta.count
     if width < tp.size or height < tp.size:
         raise TilingError(
             f"{name}: scene is {width}x{height} pixels, smaller than tile.size {tp.size}; "
@@ -233,17 +229,17 @@ def _plan_scene(
     bad = [b for b in (tp.spec.bands or ()) if b > count]
     if bad:
         raise TilingError(f"{name}: features.bands {bad} out of range; scene has {count} bands")
-    nodata = float("nan") if meta["nodata"] == "NaN" else meta["nodata"]
+    nodata = meta.nodata_value
     with open_scene(scene) as src:
         block_height = src.block_shapes[0][0]
         crs = src.crs
     jobs, skipped_partial = plan_jobs(
         width, height, tp.size, tp.stride, tp.keep_partial, block_height
     )
-    profile = tile_profile(count, meta["dtypes"][0], tp.size, crs, nodata, tp.compress)
+    profile = tile_profile(count, meta.dtypes[0], tp.size, crs, nodata, tp.compress)
     if scene_id is not None:
         (out_dir / scene_id).mkdir(parents=True, exist_ok=True)
-    labels = meta.get("labels")
+    labels = meta.labels
     ctx = TileContext(
         scene,
         out_dir,
@@ -259,17 +255,17 @@ def _plan_scene(
     return ctx, jobs, skipped_partial
 
 
-def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[dict[str, Any]], Counter]:
+def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[TileEntry], Counter]:
     return run_job(*task)
 
 
 def cut_scenes(
-    scenes: list[tuple[Path, dict[str, Any], str | None]],
+    scenes: list[tuple[Path, SceneInfo, str | None]],
     out_dir: Path,
     tp: TilingParams,
     engine: Engine | None = None,
     progress: bool = False,
-) -> list[tuple[list[dict[str, Any]], dict[str, int]]]:
+) -> list[tuple[list[TileEntry], dict[str, int]]]:
     """Cut several scenes in one engine run; a scene with an id writes into ``out_dir/<id>/``.
 
     Args:
@@ -288,7 +284,7 @@ def cut_scenes(
     plans = [_plan_scene(path, meta, out_dir, tp, sid) for path, meta, sid in scenes]
     tasks = [(ctx, job) for ctx, jobs, _ in plans for job in jobs]
     owner = [i for i, (_, jobs, _) in enumerate(plans) for _ in jobs]
-    results: list[tuple[list[dict[str, Any]], Counter]] = [
+    results: list[tuple[list[TileEntry], Counter]] = [
         ([], Counter({"partial": skipped, "nodata": 0, "empty": 0})) for _, _, skipped in plans
     ]
     with ExitStack() as stack:
@@ -301,7 +297,7 @@ def cut_scenes(
     for (path, meta, sid), (entries, skipped) in zip(scenes, results, strict=True):
         if not entries:
             raise TilingError(
-                f"{sid or path}: no tile survives: scene {meta['width']}x{meta['height']}, "
+                f"{sid or path}: no tile survives: scene {meta.width}x{meta.height}, "
                 f"tile.size {tp.size}, stride {tp.stride}; skipped {dict(skipped)} "
                 "(raise tile.max_nodata_fraction or lower tile.size)"
             )
@@ -323,14 +319,14 @@ def tiling_params(tp: TileParams, fp: FeaturesParams) -> TilingParams:
 
 
 def tile_scenes(
-    scenes: list[dict[str, Any]],
+    scenes: list[SceneRecord],
     scenes_dir: Path,
     out_dir: Path,
     tp: TileParams,
     fp: FeaturesParams,
     engine: Engine | None = None,
     progress: bool = False,
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[TileIndex, dict[str, Any]]:
     """Tile every scene of an ingest manifest into ``out_dir/<id>/``.
 
     Args:
@@ -350,7 +346,7 @@ def tile_scenes(
         TilingError: a scene (named) is smaller than a tile, or none of its tiles survive.
     """
     tiling = tiling_params(tp, fp)
-    inputs = [(scenes_dir / f"{m['id']}.tif", m, m["id"]) for m in scenes]
+    inputs = [(scenes_dir / f"{m.id}.tif", m, m.id) for m in scenes]
     results = cut_scenes(inputs, out_dir, tiling, engine, progress)
     entries = [e for scene_entries, _ in results for e in scene_entries]
     skipped = [skips for _, skips in results]
@@ -364,7 +360,7 @@ def tile_scenes(
     }
     index = build_index(scenes, record, tiling.spec.to_dict(), entries, skipped)
     totals = {reason: sum(s[reason] for s in skipped) for reason in ("partial", "nodata", "empty")}
-    with_reference = sum(e["reference"] is not None for e in entries)
+    with_reference = sum(e.reference is not None for e in entries)
     metrics = {
         "tiles_written": len(entries),
         "tiles_with_reference": with_reference,
@@ -373,7 +369,7 @@ def tile_scenes(
         "tile_size": tp.size,
         "stride": tp.step,
         "scenes": {
-            m["id"]: {"tiles_written": index["scenes"][m["id"]]["tiles"], "tiles_skipped": s}
+            m.id: {"tiles_written": index.scenes[m.id].tiles, "tiles_skipped": s}
             for m, s in zip(scenes, skipped, strict=True)
         },
     }

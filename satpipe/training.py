@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 
 from satpipe import model as model_lib
-from satpipe.classes import CLASSES
 from satpipe.errors import ModelError
 from satpipe.evaluation import classification_scores
 from satpipe.kinds import Kind, TrainingSet
 from satpipe.model import Model
 from satpipe.params import TrainParams
-from satpipe.tileindex import group_by_scene, is_training_tile
+from satpipe.records import TileEntry, TileIndex, by_scene
+from satpipe.tileindex import is_training_tile
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +37,23 @@ class TrainingResult:
     metrics: dict[str, Any]
 
 
-def training_tiles(index: dict[str, Any], tp: TrainParams) -> list[dict[str, Any]]:
+def training_tiles(index: TileIndex, tp: TrainParams) -> list[TileEntry]:
     """The index entries that train the model, in index order."""
-    roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
-    return [
-        t
-        for t in index["tiles"]
-        if is_training_tile(t["id"], roles[t["scene"]], tp.seed, tp.fraction)
-    ]
+    roles = index.roles
+    return [t for t in index.tiles if is_training_tile(t.id, roles[t.scene], tp.seed, tp.fraction)]
 
 
-def training_set(tiles: list[dict[str, Any]], classes: tuple[str, ...]) -> TrainingSet:
+def training_set(tiles: list[TileEntry], classes: tuple[str, ...]) -> TrainingSet:
     """The feature vectors and references of ``tiles``.
 
     The columns are the features every tile has (scenes with different band counts share the
     scalar ones), in the first tile's order.
     """
-    names = list(tiles[0]["features"])
-    common = set(names).intersection(*(t["features"].keys() for t in tiles[1:]))
+    names = list(tiles[0].features)
+    common = set(names).intersection(*(t.features.keys() for t in tiles[1:]))
     names = [n for n in names if n in common]
-    x = np.array([[t["features"][n] for n in names] for t in tiles], dtype=np.float64)
-    references = tuple(t.get("reference") for t in tiles)
+    x = np.array([[t.features[n] for n in names] for t in tiles], dtype=np.float64)
+    references = tuple(t.reference for t in tiles)
     return TrainingSet(x.reshape(len(tiles), len(names)), tuple(names), references, classes)
 
 
@@ -96,7 +92,7 @@ def kind_params(tp: TrainParams) -> dict[str, Any]:
 
 
 def train(
-    index: dict[str, Any], index_sha256: str, tp: TrainParams, source: str, root: Path | None = None
+    index: TileIndex, index_sha256: str, tp: TrainParams, source: str, root: Path | None = None
 ) -> TrainingResult:
     """Fit the model on ``index``'s training tiles with ``tp``.
 
@@ -110,36 +106,40 @@ def train(
     Raises:
         ModelError: no training tile, or the kind cannot be fitted (named, one line).
     """
-    roles = {sid: scene["role"] for sid, scene in index["scenes"].items()}
+    roles = index.roles
     train_tiles = training_tiles(index, tp)
     if not train_tiles:
         raise ModelError(
             f"{source}: no training tile: train.fraction {tp.fraction} selects none of the "
-            f"{len(index['tiles'])} tiles of scenes with role 'train' or 'both' "
+            f"{len(index.tiles)} tiles of scenes with role 'train' or 'both' "
             f"({sum(r != 'infer' for r in roles.values())} such scenes); raise train.fraction, "
             "use more tiles, or give a scene the role 'train'"
         )
     params = kind_params(tp)
-    classes = tuple(params.get("classes") or CLASSES)
+    classes = tuple(params.get("classes") or tp.classes)
     data = training_set(train_tiles, classes)
-    train_by = group_by_scene(train_tiles)
-    both = sum(1 for t in index["tiles"] if roles[t["scene"]] == "both")
+    try:
+        data.check_references()  # labels the model cannot name make it unjudgeable
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from exc
+    train_by = by_scene(train_tiles)
+    both = sum(1 for t in index.tiles if roles[t.scene] == "both")
     training = {
         "tile_index_sha256": index_sha256,
         "scenes": {
-            sid: {"role": sc["role"], "sha256": sc["sha256"], "tiles": len(train_by.get(sid, []))}
-            for sid, sc in index["scenes"].items()
+            sid: {"role": sc.role, "sha256": sc.sha256, "tiles": len(train_by.get(sid, []))}
+            for sid, sc in index.scenes.items()
         },
-        "tiling": index["tiling"],
+        "tiling": dict(index.tiling),
         "params": tp.model_dump(),
         "tiles": len(train_tiles),
-        "tiles_held_out": both - sum(1 for t in train_tiles if roles[t["scene"]] == "both"),
+        "tiles_held_out": both - sum(1 for t in train_tiles if roles[t.scene] == "both"),
         "method": tp.method if tp.model == "threshold" else tp.model,
     }
     try:
         kind = model_lib.fit_kind(tp.model, data, params, root or Path.cwd())
         training["figures"] = _figures(kind, data)
-        model = model_lib.build(kind, data, index["feature"], training, tp.histogram_bins)
+        model = model_lib.build(kind, data, dict(index.feature), training, tp.histogram_bins)
     except ModelError as exc:
         raise ModelError(f"{source}: {exc}") from exc
     metrics = {

@@ -22,6 +22,7 @@ import numpy as np
 from satpipe import lockfile
 from satpipe.errors import RasterReadError, TileError
 from satpipe.raster import Raster, is_tiff_bytes
+from satpipe.records import TileIndex
 
 # TIFF tags and field types read by tiff_shape (TIFF 6.0 and BigTIFF).
 _WIDTH, _LENGTH, _SAMPLES = 256, 257, 277
@@ -73,18 +74,18 @@ class Expectations:
     dtypes: tuple[str, ...]
 
     @classmethod
-    def from_pin(cls, pin: lockfile.Pin, index: dict[str, Any]) -> Expectations:
+    def from_pin(cls, pin: lockfile.Pin, index: TileIndex) -> Expectations:
         """Tile size from the lock's ``tile`` params; bands and dtypes of the training scenes.
 
         The training scenes are those of the pinned tile index with the role ``train`` or
         ``both``; when they differ, any of their band counts and dtypes is accepted.
         """
-        scenes = [s for s in index["scenes"].values() if s.get("role", "both") != "infer"]
+        scenes = [s for s in index.scenes.values() if s.role != "infer"]
         return cls(
             int(pin.tile_params["size"]),
             bool(pin.tile_params.get("keep_partial", False)),
-            tuple(sorted({int(s["count"]) for s in scenes})),
-            tuple(sorted({str(s["dtypes"][0]) for s in scenes})),
+            tuple(sorted({s.count for s in scenes})),
+            tuple(sorted({s.dtypes[0] for s in scenes})),
         )
 
     @property

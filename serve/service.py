@@ -27,6 +27,7 @@ from satpipe import model as model_lib
 from satpipe.errors import LockfileError, ModelError, SatpipeError
 from satpipe.inference import Prediction, VerifiedFiles, predict_file, predict_raster
 from satpipe.raster import decode_tile
+from satpipe.records import TileEntry, TileIndex, read_index
 from serve.errors import NotReadyError
 from serve.expectations import Expectations
 from serve.paths import TileFile, TileRoots, resolve_tile_path
@@ -64,7 +65,7 @@ class Service:
         self.tiles_dir = root / settings.tiles_dir
         self.loaded: LoadedModel | None = None
         self.reason = "not loaded yet"
-        self.index: dict[str, dict[str, Any]] = {}
+        self.index: dict[str, TileEntry] = {}
         self.scene_crs: dict[str, str | None] = {}
         self.roots = TileRoots.from_dirs(self.tiles_dir, None)
         self._lock_signature: tuple[int, int, int] | None = None
@@ -126,7 +127,7 @@ class Service:
             blob = lockfile.read_pinned(root, pin.model, cache)
             index_blob = lockfile.read_pinned(root, pin.tile_index, cache)
         model = model_lib.from_dict(_load_json(blob, "model"), blob.origin, root)
-        index = _load_json(index_blob, "tile index")
+        index = TileIndex.from_json(_load_json(index_blob, "tile index"), index_blob.origin)
         try:
             expectations = Expectations.from_pin(pin, index)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -137,10 +138,10 @@ class Service:
         """Index the workspace tile index by file name (it describes the tiles directory)."""
         path = self.settings.path(self.settings.tile_index_path)
         try:
-            index = json.loads(path.read_bytes())
-            self.index = {t["file"]: t for t in index["tiles"]}
-            self.scene_crs = {sid: sc.get("crs") for sid, sc in index["scenes"].items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            index = read_index(path)
+            self.index = {t.file: t for t in index.tiles}
+            self.scene_crs = {sid: sc.crs for sid, sc in index.scenes.items()}
+        except SatpipeError as exc:
             log.warning("%s: no tile lookups (%s); tiles served without id or window", path, exc)
 
     def _signature(self) -> tuple[int, int, int] | None:
@@ -204,12 +205,12 @@ class Service:
         """
         entry = self.index.get(tile.raw)
         try:
-            sha = entry["sha256"] if entry else None
+            sha = entry.sha256 if entry else None
             pred = predict_file(tile.path, loaded.model, sha, self.verified)
         except SatpipeError as exc:
             # Name the tile as the client did, not by the server's absolute path.
             raise type(exc)(str(exc).replace(str(tile.path), tile.raw)) from exc
-        crs = self.scene_crs.get(entry["scene"]) if entry is not None else None
+        crs = self.scene_crs.get(entry.scene) if entry is not None else None
         return _result(pred, loaded, entry, tile.raw, crs)
 
     def infer_path(self, raw: str, loaded: LoadedModel) -> InferResult:
@@ -238,14 +239,14 @@ class Service:
 def _result(
     pred: Prediction,
     loaded: LoadedModel,
-    entry: dict[str, Any] | None,
+    entry: TileEntry | None,
     raw: str | None,
     crs: str | None,
     bounds: tuple[float, float, float, float] | None = None,
 ) -> InferResult:
     if entry is not None:
-        window, bounds = Window(**entry["window"]), tuple(entry["bounds"])
-        tile_id: str | None = entry["id"]
+        window, bounds = Window(**entry.window.to_json()), entry.bounds
+        tile_id: str | None = entry.id
     else:
         window, tile_id = None, None if raw is None else Path(raw).stem
     return InferResult(

@@ -16,7 +16,7 @@ from satpipe import model as model_lib
 from satpipe.batch import check_failures, footprints, inference_tiles, run_batch, write_run_record
 from satpipe.files import md5_file, sha256_file, write_json
 from satpipe.params import load_params
-from satpipe.tileindex import load_index
+from satpipe.records import read_index
 from stages import _cli, _engine
 
 
@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     model = model_lib.load(args.model)
     logs.set_model(model.version)
-    index = load_index(args.index)
+    index = read_index(args.index)
     tiles = inference_tiles(index, args.index)
     md5, index_sha = md5_file(args.model), sha256_file(args.index)
     with _engine.engine(params.engine) as engine:
@@ -41,8 +41,8 @@ def main(args: argparse.Namespace) -> None:
         )
     write_run_record(args.run_record, run)
     check_failures(run, params.batch_infer, args.tiles_dir)
-    write_json(args.predictions, {"metadata": run.metadata, "predictions": run.records})
-    write_json(args.geojson, footprints(index, run.records), indent=None)
+    write_json(args.predictions, run.predictions.to_json())
+    write_json(args.geojson, footprints(index, run.predictions.predictions), indent=None)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from satpipe import model as model_lib
 from satpipe.evaluation import evaluate_predictions
-from satpipe.files import read_json, write_json
-from satpipe.tileindex import load_index
+from satpipe.files import write_json
+from satpipe.records import read_index, read_predictions
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def main(args: argparse.Namespace) -> None:
     """Evaluate and write the metrics and plot rows."""
     model = model_lib.load(args.model)
-    result = evaluate_predictions(model, load_index(args.index), read_json(args.predictions))
+    index, predictions = read_index(args.index), read_predictions(args.predictions)
+    result = evaluate_predictions(model, index, predictions)
     plots = Path(args.plots_dir)
     write_json(plots / "confusion.json", result.confusion_rows)
     write_json(plots / "threshold_curve.json", result.curve_rows)

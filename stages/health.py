@@ -11,9 +11,10 @@ import logging
 import sys
 
 from satpipe import model as model_lib
-from satpipe.files import read_json, write_json
+from satpipe.files import write_json
 from satpipe.health import health_document
 from satpipe.params import load_params
+from satpipe.records import read_predictions
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def main(args: argparse.Namespace) -> None:
     """Write the health report (a DVC metric): overall, then per scene."""
     hp = load_params(args.params).health
-    report = health_document(model_lib.load(args.model), read_json(args.predictions), hp)
+    report = health_document(model_lib.load(args.model), read_predictions(args.predictions), hp)
     write_json(args.health, report)
     log.info("health %s (%s)", report["status"], "; ".join(report["recommendations"]))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from satpipe.files import atomic_dir, write_json
 from satpipe.ingest import ingest_scenes
 from satpipe.params import load_params
+from satpipe.records import manifest_json
 from stages import _cli, _engine
 
 
@@ -23,7 +24,7 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     with atomic_dir(args.scenes_dir) as tmp, _engine.engine(params.engine) as engine:
         scenes, metrics = ingest_scenes(params.ingest, tmp, Path(args.params).parent, engine)
-    write_json(args.manifest, {"scenes": scenes})
+    write_json(args.manifest, manifest_json(scenes))
     write_json(args.metrics, metrics)
 
 

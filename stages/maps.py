@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from satpipe import model as model_lib
-from satpipe.files import atomic_dir, read_json
+from satpipe.files import atomic_dir
 from satpipe.maps import render_maps
-from satpipe.tileindex import load_index
+from satpipe.records import read_index, read_predictions
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 def main(args: argparse.Namespace) -> None:
     """Render every scene's maps into fresh output directories."""
     model = model_lib.load(args.model)
-    index = load_index(args.index)
-    predictions = read_json(args.predictions)
+    index = read_index(args.index)
+    predictions = read_predictions(args.predictions)
     with atomic_dir(args.maps_dir) as maps_tmp, atomic_dir(args.quicklook_dir) as look_tmp:
         summaries = render_maps(
             Path(args.scenes_dir), index, predictions, model, maps_tmp, look_tmp

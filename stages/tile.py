@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from satpipe import logs
-from satpipe.files import atomic_dir, read_json, write_json
+from satpipe.files import atomic_dir, write_json
 from satpipe.params import load_params
+from satpipe.records import read_manifest
 from satpipe.tiling import tile_scenes
 from stages import _cli, _engine
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 def main(args: argparse.Namespace) -> None:
     """Tile the scenes of the manifest; the tiles directory appears only when complete."""
     params = load_params(args.params)
-    scenes = read_json(args.manifest)["scenes"]
+    scenes = read_manifest(args.manifest)
     start = time.perf_counter()
     with atomic_dir(args.tiles_dir) as tmp, _engine.engine(params.engine) as engine:
         index, metrics = tile_scenes(
@@ -37,7 +38,7 @@ def main(args: argparse.Namespace) -> None:
             engine,
             logs.show_progress(),
         )
-    write_json(args.index, index)
+    write_json(args.index, index.to_json())
     write_json(args.metrics, metrics)
     elapsed = time.perf_counter() - start
     log.info(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from satpipe.files import write_json
 from satpipe.params import load_params
-from satpipe.tileindex import index_hash, load_index
+from satpipe.records import read_index
+from satpipe.tileindex import index_hash
 from satpipe.training import train
 from stages import _cli
 
@@ -19,7 +20,7 @@ from stages import _cli
 def main(args: argparse.Namespace) -> None:
     """Fit and write the model and the training metrics."""
     tp = load_params(args.params).train
-    index = load_index(args.index)
+    index = read_index(args.index)
     result = train(index, index_hash(args.index), tp, args.index, Path(args.params).parent)
     write_json(args.model, result.model.to_dict())
     write_json(args.metrics, result.metrics)

@@ -227,7 +227,7 @@ def test_ingest_http_end_to_end(server: LocalServer, scene_bytes: bytes, tmp_pat
     url = f"{server.url}/scenes/served.tif"
     out = tmp_path / "data"
     params = IngestParams(source="http", url=url, sha256=sha(scene_bytes))
-    meta = ingest(params, out / "scene.tif", out / "scene.json", tmp_path)
+    meta = ingest(params, out / "scene.tif", out / "scene.json", tmp_path).to_json()
     assert (out / "scene.tif").read_bytes() == scene_bytes
     written = json.loads((out / "scene.json").read_text())
     assert written["source"] == {"kind": "http", "url": url}
@@ -251,7 +251,7 @@ def test_ingest_http_labels_are_downloaded_and_verified(
         labels={**labels, "sha256": sha(label_bytes)},
     )
     out = tmp_path / "data"
-    meta = ingest(params, out / "scene.tif", out / "scene.json", tmp_path)
+    meta = ingest(params, out / "scene.tif", out / "scene.json", tmp_path).to_json()
     assert meta["labels"]["source"] == {
         "kind": "http",
         "url": labels["url"],

@@ -20,7 +20,9 @@ from satpipe.evaluation import (
     histogram_rows,
     threshold_curve,
 )
+from satpipe.records import TileEntry, TilePrediction
 from satpipe.tileindex import is_training_tile
+from tests.records import prediction, tile_entry
 
 CLASSES = ("dark", "bright")
 
@@ -340,33 +342,27 @@ TILES = [  # id, scene, reference, mean intensity
 ORDER = [5, 0, 1, 6, 2, 7, 3, 8, 4, 9]  # prediction order: b0 a0 a1 b1 a2 b2 a3 b3 a4 b4
 
 
-def _index(with_reference: bool = True) -> list[dict]:
+def _index(with_reference: bool = True) -> list[TileEntry]:
     return [
-        {
-            "id": tid,
-            "scene": scene,
-            "reference": ref if with_reference else None,
-            "labelled_fraction": 1.0 if ref and with_reference else 0.0,
-        }
+        tile_entry(tid, scene, reference=ref if with_reference else None)
         for tid, scene, ref, _ in TILES
     ]
 
 
-def _predictions() -> list[dict]:
+def _predictions() -> list[TilePrediction]:
     return [
-        {
-            "id": TILES[i][0],
-            "scene": TILES[i][1],
-            "prediction": "bright" if TILES[i][3] > THRESHOLD else "dark",
-            "mean_intensity": TILES[i][3],
-            "model_version": "v",
-        }
+        prediction(
+            TILES[i][0],
+            "bright" if TILES[i][3] > THRESHOLD else "dark",
+            scene=TILES[i][1],
+            features={"mean_intensity": TILES[i][3]},
+        )
         for i in ORDER
     ]
 
 
-def _held_out(tile: dict) -> bool:
-    return tile["id"] not in TRAINING_IDS
+def _held_out(tile: TileEntry) -> bool:
+    return tile.id not in TRAINING_IDS
 
 
 def _run(**changes: object) -> EvaluationResult:
@@ -458,7 +454,7 @@ def test_run_plots() -> None:
 
 
 def test_run_with_unknown_prediction_id_is_refused() -> None:
-    predictions = [*_predictions(), {**_predictions()[0], "id": "z/r9_c9", "scene": "z"}]
+    predictions = [*_predictions(), prediction("z/r9_c9", "dark", scene="z")]
     with pytest.raises(ModelError, match="'z/r9_c9' is not in the tile index"):
         _run(predictions=predictions)
 
@@ -487,8 +483,8 @@ def test_run_without_any_reference_is_not_evaluated() -> None:
 def test_run_where_every_tile_trained_the_model() -> None:
     roles = {"a": "train", "b": "train", "c": "infer"}
 
-    def held_out(tile: dict) -> bool:
-        return not is_training_tile(tile["id"], roles[tile["scene"]], 0, 0.5)
+    def held_out(tile: TileEntry) -> bool:
+        return not is_training_tile(tile.id, roles[tile.scene], 0, 0.5)
 
     metrics = _run(held_out=held_out).metrics
     assert metrics["evaluated"] is False

@@ -32,8 +32,9 @@ def sha256_of(path: Path) -> str:
 
 
 def run(params: IngestParams, out: Path, root: Path) -> tuple[dict, Path, Path]:
+    """Ingest one scene; its metadata as the stage writes it (JSON), and the two paths."""
     scene, meta = out / "scene.tif", out / "scene.json"
-    result = ingest(params, scene, meta, root)
+    result = ingest(params, scene, meta, root).to_json()
     return result, scene, meta
 
 

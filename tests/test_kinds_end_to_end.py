@@ -29,7 +29,8 @@ from satpipe.files import write_json
 from satpipe.inference import batch_predict
 from satpipe.kinds.base import TrainingSet
 from satpipe.params import TrainParams
-from satpipe.tileindex import index_hash, is_inference_tile, load_index
+from satpipe.records import read_index
+from satpipe.tileindex import index_hash, is_inference_tile
 from satpipe.training import train
 from serve.app import create_app
 from serve.settings import Settings
@@ -223,18 +224,17 @@ def test_a_kind_added_through_the_registry_alone_trains_infers_and_serves(
     _use(repo, {})  # back to the threshold, so the lock and the outputs are consistent
     monkeypatch.setitem(kinds.KINDS, "toy", ToyKind)
     index_path = repo / "data/tile_index.json"
-    index = load_index(index_path)
+    index = read_index(index_path)
     result = train(index, index_hash(index_path), TrainParams(model="toy"), str(index_path), repo)
     write_json(repo / "data/model.json", result.model.to_dict())
-    roles = {sid: s["role"] for sid, s in index["scenes"].items()}
-    tiles = [t for t in index["tiles"] if is_inference_tile(roles[t["scene"]])]
-    records, failures, _ = batch_predict({"tiles": tiles}, repo / "data/tiles", result.model)
-    assert not failures and {r["prediction"] for r in records} <= {"dark", "bright"}
+    tiles = [t for t in index.tiles if is_inference_tile(index.roles[t.scene])]
+    records, failures, _ = batch_predict(tiles, repo / "data/tiles", result.model)
+    assert not failures and {r.prediction for r in records} <= {"dark", "bright"}
     # Pin the toy model in dvc.lock as a run of the train stage would (the service serves pins).
     run(["dvc", "commit", "--force", "--quiet", "train"], repo)
     client = client_of(repo)
     assert client.get("/model").json()["kind"] == "toy"
     for record in records[:40]:
-        body = client.post("/infer", json={"tile_path": record["path"]}).json()
-        assert (body["prediction"], body["score"]) == (record["prediction"], record["score"])
+        body = client.post("/infer", json={"tile_path": record.path}).json()
+        assert (body["prediction"], body["score"]) == (record.prediction, record.score)
         assert set(body["features"]) == {"band_1_mean", "band_2_mean"}

@@ -14,14 +14,16 @@ from rasterio.warp import transform as warp_transform
 
 from satpipe import synthetic
 from satpipe.errors import LabelError, ModelError, ParamsError
+from satpipe.evaluation import evaluate_run
 from satpipe.features import FeatureSpec
 from satpipe.ingest import ingest
 from satpipe.labels import LabelLookup, tile_reference
 from satpipe.params import IngestParams, TrainParams, parse_params
-from satpipe.tileindex import SCENE_KEYS, build_index
+from satpipe.records import TileIndex
 from satpipe.tiling import cut_tiles
 from satpipe.training import train
 from tests.helpers import stage
+from tests.records import prediction, tile_entry, tile_index
 
 SCENE_CRS = "EPSG:32633"
 SCENE_TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5900040.0)
@@ -35,7 +37,8 @@ MAPPING = {"bright": [8, 9], "dark": [4, 5]}
 def test_lookup_maps_listed_codes_and_leaves_others_unlabelled():
     lookup = LabelLookup.from_mapping({"bright": [9, 300], "dark": [-2, 4]}, nodata=0)
     codes = np.array([[9, 4, 0, 7], [300, -2, 5, 9]], dtype=np.int32)
-    assert lookup.classify(codes).tolist() == [[1, 0, -1, -1], [1, 0, -1, 1]]
+    assert lookup.names == ("bright", "dark")  # positions index the sorted names
+    assert lookup.classify(codes).tolist() == [[0, 1, -1, -1], [0, 1, -1, 0]]
 
 
 def test_lookup_ignores_a_listed_code_that_is_the_nodata_value():
@@ -68,10 +71,13 @@ def test_tile_reference_majority_fraction_and_minimum():
     assert below.reference is None and below.labelled_fraction == pytest.approx(0.7)
 
 
-def test_tile_reference_tie_goes_to_the_first_class_in_model_order():
+def test_tile_reference_tie_goes_to_the_class_name_that_sorts_first():
     lookup = LabelLookup.from_mapping(MAPPING, nodata=None)
     ref = tile_reference(np.array([[8, 4], [9, 5]], dtype=np.uint8), lookup, 0.5)
-    assert ref.reference == "dark"  # 2 against 2: dark comes first in ("dark", "bright")
+    assert ref.reference == "bright"  # 2 against 2: "bright" sorts before "dark"
+    other = LabelLookup.from_mapping({"water": [1], "land": [2], "cloud": [3]}, nodata=0)
+    ref = tile_reference(np.array([[1, 2], [0, 0]], dtype=np.uint8), other, 0.5)
+    assert ref.reference == "land"  # water and land tie; cloud has no pixel
 
 
 def test_tile_reference_with_nothing_labelled():
@@ -119,7 +125,7 @@ def test_synthetic_ingest_records_its_labels(tmp_path: Path):
         tmp_path / "s.tif",
         tmp_path / "s.json",
         tmp_path,
-    )
+    ).to_json()
     labels = meta["labels"]
     assert labels["file"] == "s.labels.tif" and (tmp_path / "s.labels.tif").is_file()
     assert labels["classes"] == synthetic.LABEL_CLASSES
@@ -132,7 +138,7 @@ def test_synthetic_ingest_records_its_labels(tmp_path: Path):
 def test_synthetic_label_classes_can_be_remapped(tmp_path: Path):
     params = IngestParams(width=300, height=257, seed=7, labels={"classes": {"bright": [3, 4]}})
     meta = ingest(params, tmp_path / "s.tif", tmp_path / "s.json", tmp_path)
-    assert meta["labels"]["classes"] == {"bright": [3, 4]}
+    assert meta.labels["classes"] == {"bright": [3, 4]}
 
 
 def test_preview_is_a_decimated_copy_of_the_scene(tmp_path: Path, make_raster):
@@ -143,7 +149,7 @@ def test_preview_is_a_decimated_copy_of_the_scene(tmp_path: Path, make_raster):
         tmp_path / "o/s.json",
         tmp_path,
     )
-    step = meta["preview"]["step"]
+    step = meta.preview["step"]
     assert step == 3  # ceil(2100 / 1024)
     with rasterio.open(tmp_path / "o/s.preview.tif") as pv, rasterio.open(path) as src:
         assert (pv.width, pv.height) == (700, 101)
@@ -201,8 +207,8 @@ def test_labels_in_another_crs_and_resolution_land_on_the_right_tiles(tmp_path: 
     )
     out = tmp_path / "scenes"
     meta = ingest(params, out / "s.tif", out / "s.json", tmp_path)
-    assert meta["labels"]["source_crs"] == "EPSG:3857"
-    assert meta["labels"]["labelled_fraction"] > 0.97
+    assert meta.labels["source_crs"] == "EPSG:3857"
+    assert meta.labels["labelled_fraction"] > 0.97
     with rasterio.open(out / "s.labels.tif") as lab:
         assert (lab.crs, lab.transform, lab.shape) == (
             CRS.from_user_input(SCENE_CRS),
@@ -228,9 +234,9 @@ def test_labels_in_another_crs_and_resolution_land_on_the_right_tiles(tmp_path: 
     )
     assert len(entries) == 20
     for e in entries:
-        i, j = e["window"]["row_off"] // TILE, e["window"]["col_off"] // TILE
-        assert e["reference"] == ("bright" if (i + j) % 2 == 0 else "dark"), e["id"]
-        assert e["labelled_fraction"] > 0.9
+        i, j = e.window.row_off // TILE, e.window.col_off // TILE
+        assert e.reference == ("bright" if (i + j) % 2 == 0 else "dark"), e.id
+        assert e.labelled_fraction > 0.9
 
 
 def test_tiles_of_an_unlabelled_scene_have_no_reference(tmp_path: Path, make_raster):
@@ -241,7 +247,7 @@ def test_tiles_of_an_unlabelled_scene_have_no_reference(tmp_path: Path, make_ras
         tmp_path / "o/s.json",
         tmp_path,
     )
-    assert meta["labels"] is None and not (tmp_path / "o/s.labels.tif").exists()
+    assert meta.labels is None and not (tmp_path / "o/s.labels.tif").exists()
     (tmp_path / "t").mkdir()
     entries, _ = cut_tiles(
         tmp_path / "o/s.tif",
@@ -254,9 +260,7 @@ def test_tiles_of_an_unlabelled_scene_have_no_reference(tmp_path: Path, make_ras
         compress="none",
         spec=FeatureSpec(),
     )
-    assert entries and all(
-        e["reference"] is None and e["labelled_fraction"] == 0.0 for e in entries
-    )
+    assert entries and all(e.reference is None and e.labelled_fraction == 0.0 for e in entries)
 
 
 # --- bad label input ----------------------------------------------------------------------------
@@ -317,7 +321,7 @@ def test_float_codes_from_the_real_corpus(tmp_path: Path, make_raster, real_file
 @pytest.mark.parametrize(
     ("classes", "expected"),
     [
-        ({"cloud": [8]}, "names class 'cloud', which the model does not have"),
+        ({" cloud": [8]}, "class name ' cloud' is empty or has surrounding spaces"),
         (
             {"bright": [8, 9], "dark": [9]},
             "code 9 is listed under two classes ('bright' and 'dark')",
@@ -378,31 +382,12 @@ def test_ingest_stage_prints_one_line_for_bad_labels(repo_root: Path, tmp_path: 
 # --- training on labels -------------------------------------------------------------------------
 
 
-def _index(values: list[float], refs: list[str | None]) -> dict:
+def _index(values: list[float], refs: list[str | None]) -> TileIndex:
     entries = [
-        {
-            "id": f"s/r{i:06d}_c000000",
-            "scene": "s",
-            "mean_intensity": v,
-            "features": {"mean_intensity": v, "valid_fraction": 1.0},
-            "reference": r,
-        }
+        tile_entry(f"s/r{i:06d}_c000000", mean_intensity=v, reference=r)
         for i, (v, r) in enumerate(zip(values, refs, strict=True))
     ]
-    scene = {"id": "s", "role": "train", "sha256": "0" * 64}
-    index = build_index(
-        [
-            {
-                **scene,
-                **dict.fromkeys(k for k in SCENE_KEYS if k not in scene),
-            }
-        ],
-        {"size": 1},
-        FeatureSpec().to_dict(),
-        entries,
-        [{}],
-    )
-    return index
+    return tile_index(entries, {"s": "train"})
 
 
 def test_fit_method_separates_separable_labels_perfectly():
@@ -471,3 +456,57 @@ def test_pipeline_without_any_reference_evaluates_nothing_and_says_so(tmp_path: 
         "accuracy": None,
         "balanced_accuracy": None,
     }
+
+
+def test_labels_and_a_model_with_their_own_class_names_train_and_evaluate():
+    """Class names are the labels' and the model's, not a fixed dark/bright."""
+    names = ["water", "land", "cloud"]
+    values = [1.0, 2.0, 1.5, 10.0, 11.0, 12.0, 30.0, 31.0, 29.0, 2.5, 10.5, 30.5]
+    refs = [names[0]] * 3 + [names[1]] * 3 + [names[2]] * 3 + names
+    index = _index(values, refs)
+    tp = TrainParams(model="logistic", classes=names)
+    model = train(index, "f" * 64, tp, "idx.json").model
+    assert model.classes == tuple(names)
+    assert model.training["figures"]["accuracy"] == 1.0
+    rows = np.array([[t.features[n] for n in model.kind.feature_names] for t in index.tiles])
+    labels, _ = model.predict(rows)
+    predictions = [
+        prediction(t.id, label, features=dict(t.features))
+        for t, label in zip(index.tiles, labels, strict=True)
+    ]
+    result = evaluate_run(
+        index.tiles, predictions, model.classes, lambda tile: True, None, model.reference
+    )
+    assert result.metrics["overall"]["accuracy"] == 1.0
+    assert set(result.metrics["overall"]["per_class"]) == set(names)
+
+
+def test_labels_the_model_cannot_name_fail_training_and_evaluation_in_one_line():
+    values = [1.0, 2.0, 30.0, 31.0]
+    index = _index(values, ["water", "water", "cloud", "cloud"])
+    with pytest.raises(ModelError) as err:
+        train(index, "f" * 64, TrainParams(method="fit"), "idx.json")
+    message = str(err.value)
+    assert "training reference class 'cloud' is not a model class" in message
+    assert "dark, bright" in message and "train.classes" in message and "\n" not in message
+    with pytest.raises(ModelError, match="training reference class 'cloud'"):
+        train(index, "f" * 64, TrainParams(), "idx.json")  # mean does not fit labels either
+    unlabelled = _index(values, [None] * 4)
+    model = train(unlabelled, "f" * 64, TrainParams(), "idx.json").model
+    records = [prediction(t.id, "dark", features=dict(t.features)) for t in index.tiles]
+    with pytest.raises(ModelError, match=r"reference class 'water' is not a class of the model"):
+        evaluate_run(index.tiles, records, model.classes, lambda t: True, None, model.reference)
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [
+        (["dark"], "train.classes"),
+        (["dark", "dark"], "repeat a name"),
+        (["dark", ""], "is empty or has surrounding spaces"),
+    ],
+)
+def test_bad_model_classes_are_a_params_error(classes: list, expected: str):
+    with pytest.raises(ParamsError) as err:
+        parse_params({"train": {"classes": classes}})
+    assert expected in str(err.value) and "train.classes" in str(err.value), str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 import xml.etree.ElementTree as ET
@@ -25,6 +26,8 @@ from satpipe import maps, quicklook
 from satpipe.errors import ModelError, SceneError, TilingError
 from satpipe.grid import axis_offsets, tile_id
 from satpipe.raster import open_scene
+from satpipe.records import SceneRecord, TilePrediction
+from tests.records import scene_record, window_prediction
 
 CLASSES = ("dark", "bright")
 SCENE_TRANSFORM = Affine(10.0, 0.0, 399960.0, 0.0, -10.0, 5900040.0)
@@ -50,20 +53,14 @@ def tile_windows(width: int, height: int, size: int, stride: int, partial: bool)
     ]
 
 
-def window_dict(win: Window) -> dict[str, int]:
-    return {
-        "col_off": int(win.col_off),
-        "row_off": int(win.row_off),
-        "width": int(win.width),
-        "height": int(win.height),
-    }
+def record(win: Window, prediction: str, score: float = 0.0) -> TilePrediction:
+    """The prediction of the tile at ``win`` (its id from the offsets)."""
+    return window_prediction(
+        int(win.row_off), int(win.col_off), int(win.width), int(win.height), prediction, score
+    )
 
 
-def record(win: Window, prediction: str, score: float = 0.0, **extra: Any) -> dict[str, Any]:
-    return {"window": window_dict(win), "prediction": prediction, "score": score, **extra}
-
-
-def pattern_records(wins: list[Window], stride: int) -> list[dict[str, Any]]:
+def pattern_records(wins: list[Window], stride: int) -> list[TilePrediction]:
     """A known pattern: an irregular mix of classes by position, score from the offsets."""
     out = []
     for win in wins:
@@ -96,7 +93,7 @@ def test_map_pixel_centres_fall_inside_their_tiles(stride: int, shape: tuple[int
     assert len(wins) == shape[0] * shape[1]
     full_seen = 0
     for win in wins:
-        row, col = grid.pixel_of(window_dict(win))
+        row, col = grid.pixel_of(record(win, "dark").window)
         assert (row, col) == (win.row_off // stride, win.col_off // stride)
         x, y = grid.transform @ (col + 0.5, row + 0.5)
         left, bottom, right, top = bounds(win, SCENE_TRANSFORM)
@@ -143,9 +140,9 @@ def test_values_land_at_their_pixels_and_the_rest_is_nodata(stride: int) -> None
     expected_classes = np.zeros_like(classes)
     expected_scores = np.full(scores.shape, np.nan, dtype=np.float32)
     for rec in records:
-        i, j = rec["window"]["row_off"] // stride, rec["window"]["col_off"] // stride
-        expected_classes[i, j] = CLASSES.index(rec["prediction"]) + 1
-        expected_scores[i, j] = rec["score"]
+        i, j = rec.window.row_off // stride, rec.window.col_off // stride
+        expected_classes[i, j] = CLASSES.index(rec.prediction) + 1
+        expected_scores[i, j] = rec.score
     np.testing.assert_array_equal(classes, expected_classes)
     np.testing.assert_array_equal(scores, expected_scores)
     assert set(np.unique(classes)) == {0, 1, 2}  # both classes and nodata present
@@ -403,11 +400,15 @@ def overlay_case(make_raster: Callable[..., Path]) -> tuple[Path, list[dict[str,
         make_raster, (256, 1024), 2, count=3, nodata=0, data=pixels, descriptions=bands
     )
     records = [
-        record(Window(0, 0, 256, 256), "dark", reference="bright"),
-        record(Window(256, 0, 256, 256), "bright", reference="bright"),
-        record(Window(512, 0, 256, 256), "bright", reference=None),
+        record(Window(0, 0, 256, 256), "dark"),
+        record(Window(256, 0, 256, 256), "bright"),
+        record(Window(512, 0, 256, 256), "bright"),
     ]
     return preview, records
+
+
+# The first tile is wrong, the second right, the third has no reference.
+OVERLAY_REFERENCES = {"r000000_c000000": "bright", "r000000_c000256": "bright"}
 
 
 def border(rgb: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
@@ -418,7 +419,7 @@ def test_overlay_tints_tiles_and_outlines_misclassified_ones(
     make_raster: Callable[..., Path],
 ) -> None:
     preview, records = overlay_case(make_raster)
-    look = quicklook.quicklook(preview, records, SCENE_TRANSFORM, CLASSES)
+    look = quicklook.quicklook(preview, records, SCENE_TRANSFORM, CLASSES, OVERLAY_REFERENCES)
     plain = quicklook.quicklook(preview, [], SCENE_TRANSFORM, CLASSES)
     rgb, base = look.rgb, plain.rgb
     assert rgb.shape == (128, 512, 3)
@@ -444,7 +445,7 @@ def test_overlay_tints_tiles_and_outlines_misclassified_ones(
 
 def test_overlay_refuses_unknown_classes(make_raster: Callable[..., Path]) -> None:
     preview, records = overlay_case(make_raster)
-    records[1]["prediction"] = "snow"
+    records[1] = dataclasses.replace(records[1], prediction="snow")
     with pytest.raises(ModelError, match="'snow'"):
         quicklook.quicklook(preview, records, SCENE_TRANSFORM, CLASSES)
 
@@ -490,14 +491,15 @@ def test_encode_png_refuses_other_shapes() -> None:
 # --- a whole scene ---------------------------------------------------------------------------
 
 
-def scene_meta(width: int, height: int, nodata: float | None) -> dict[str, Any]:
-    return {
-        "transform": list(SCENE_TRANSFORM)[:6],
-        "crs_wkt": CRS_UTM.to_wkt(),
-        "width": width,
-        "height": height,
-        "nodata": nodata,
-    }
+def scene_meta(width: int, height: int, nodata: float | None) -> SceneRecord:
+    return scene_record(
+        "s1",
+        transform=tuple(SCENE_TRANSFORM)[:6],
+        crs_wkt=CRS_UTM.to_wkt(),
+        width=width,
+        height=height,
+        nodata=nodata,
+    )
 
 
 def test_write_scene_maps_is_byte_identical(
@@ -507,8 +509,7 @@ def test_write_scene_maps_is_byte_identical(
     bands = ["B02", "B03", "B04", "B08"]
     preview = make_preview(make_raster, (height, width), 2, count=4, nodata=0, descriptions=bands)
     records = pattern_records(tile_windows(width, height, size, stride, True), stride)
-    for i, rec in enumerate(records):
-        rec["reference"] = None if i % 3 == 0 else CLASSES[i % 2]
+    references = {rec.id: None if i % 3 == 0 else CLASSES[i % 2] for i, rec in enumerate(records)}
     meta = scene_meta(width, height, 0)
     runs = []
     for run in ("a", "b"):
@@ -519,6 +520,7 @@ def test_write_scene_maps_is_byte_identical(
             meta,
             preview,
             records,
+            references,
             Grid(size, stride),
             CLASSES,
         )
@@ -549,6 +551,7 @@ def test_write_scene_maps_is_byte_identical(
         meta,
         preview,
         records,
+        references,
         Grid(size, stride),
         CLASSES,
     )

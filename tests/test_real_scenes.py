@@ -28,6 +28,7 @@ from satpipe.errors import (
 from satpipe.features import FeatureSpec
 from satpipe.ingest import ingest
 from satpipe.params import IngestParams, TileParams
+from satpipe.records import SceneRecord
 from satpipe.tiling import cut_tiles
 
 TIME = "2020-01-01T00:00:00Z"
@@ -46,7 +47,7 @@ VALID = {
 }
 
 
-def ingest_real(real_file, name: str, out: Path, *, time: str | None = TIME) -> dict:
+def ingest_real(real_file, name: str, out: Path, *, time: str | None = TIME) -> SceneRecord:
     source = real_file(name)
     params = IngestParams(source="file", path=name, acquisition_time=time)
     return ingest(params, out / "scene.tif", out / "scene.json", source.parent)
@@ -73,13 +74,13 @@ def test_valid_real_scene_ingests_and_tiles(real_file, tmp_path: Path, name: str
     scene = tmp_path / "data" / "scene.tif"
 
     assert scene.read_bytes() == real_file(name).read_bytes()
-    assert meta["sha256"] == sha256_of(real_file(name))
-    assert (meta["width"], meta["height"], meta["count"]) == (width, height, count)
-    assert meta["dtypes"] == [dtype] * count
-    assert meta["epsg"] == epsg
-    assert same_nodata(meta["nodata"], nodata)
-    assert meta["acquisition_time"] == TIME
-    assert 0.0 < meta["valid_fraction"] <= 1.0
+    assert meta.sha256 == sha256_of(real_file(name))
+    assert (meta.width, meta.height, meta.count) == (width, height, count)
+    assert meta.dtypes == (dtype,) * count
+    assert meta.epsg == epsg
+    assert same_nodata(meta.nodata_value, nodata)
+    assert meta.acquisition_time == TIME
+    assert 0.0 < meta.valid_fraction <= 1.0
 
     params = TileParams(size=size)
     tiles_dir = tmp_path / "tiles"
@@ -95,6 +96,7 @@ def test_valid_real_scene_ingests_and_tiles(real_file, tmp_path: Path, name: str
         compress=params.compress,
         spec=FeatureSpec(),
     )
+    entries = [e.to_json() for e in entries]
 
     # Exact counts: every full grid position is either written or skipped for nodata/emptiness;
     # every partial edge position is skipped.

@@ -75,6 +75,7 @@ def test_model_reports_the_lock_entry_params_reference_and_versions(
     assert info["lock_entry"] == lock["stages"]["train"]
     assert info["training_params"] == {
         "model": "threshold",
+        "classes": ["dark", "bright"],
         "method": "mean",
         "logistic": {"features": None, "l2": 1.0, "iterations": 500},
         "onnx": None,

@@ -14,8 +14,10 @@ from rasterio import windows
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec
+from satpipe.records import SceneRecord
 from satpipe.scene import inspect_scene
 from satpipe.tiling import axis_offsets, cut_tiles, plan_jobs, tile_id
+from tests.records import from_inspected
 
 
 @pytest.mark.parametrize("length", [1, 7, 63, 64, 65, 127, 128, 129, 255, 1000])
@@ -70,12 +72,13 @@ def test_plan_jobs_covers_grid_once(
     assert row_offs == sorted(row_offs), "jobs are not in row order"
 
 
-def _scene(make_raster, **kw) -> tuple[Path, dict]:
+def _scene(make_raster, **kw) -> tuple[Path, SceneRecord]:
     path = make_raster(**kw)
-    return path, inspect_scene(path)
+    return path, from_inspected(inspect_scene(path))
 
 
-def _cut(scene: Path, meta: dict, out: Path, **kw) -> tuple[list[dict], dict]:
+def _cut(scene: Path, meta: SceneRecord, out: Path, **kw) -> tuple[list[dict], dict]:
+    """Cut ``scene``; the entries as the tile index file holds them."""
     out.mkdir(exist_ok=True)
     opts = {
         "size": 32,
@@ -86,7 +89,8 @@ def _cut(scene: Path, meta: dict, out: Path, **kw) -> tuple[list[dict], dict]:
         "spec": FeatureSpec(),
     }
     opts.update(kw)
-    return cut_tiles(scene, meta, out, **opts)
+    entries, skipped = cut_tiles(scene, meta, out, **opts)
+    return [e.to_json() for e in entries], skipped
 
 
 def test_tiles_carry_crs_window_transform_and_hash(make_raster, tmp_path: Path) -> None:

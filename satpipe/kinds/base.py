@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
+from satpipe.errors import ModelError
+
 
 @dataclass(frozen=True)
 class TrainingSet:
@@ -41,10 +43,29 @@ class TrainingSet:
     classes: tuple[str, ...]
 
     def labelled(self) -> tuple[np.ndarray, np.ndarray]:
-        """The labelled tiles' feature rows and class positions (int64)."""
+        """The labelled tiles' feature rows and class positions (int64).
+
+        Raises:
+            ModelError: a reference names a class the model does not have.
+        """
+        self.check_references()
         rows = [i for i, ref in enumerate(self.references) if ref is not None]
         y = np.array([self.classes.index(self.references[i]) for i in rows], dtype=np.int64)
         return self.features[rows], y
+
+    def check_references(self) -> None:
+        """Refuse reference classes the model does not have.
+
+        Raises:
+            ModelError: naming the first unknown class and the model's classes.
+        """
+        unknown = sorted({r for r in self.references if r is not None} - set(self.classes))
+        if unknown:
+            raise ModelError(
+                f"training reference class {unknown[0]!r} is not a model class; expected one of "
+                f"{', '.join(self.classes)} (map the labels onto them in ingest.labels.classes, "
+                "or declare the classes in train.classes)"
+            )
 
 
 class Kind(Protocol):

@@ -300,12 +300,6 @@ class LogisticKind:
                 training tile, labelled tiles of one class only, or non-finite feature values.
         """
         names, l2, iterations = _check_params(params, train.names)
-        unknown = sorted({r for r in train.references if r is not None} - set(train.classes))
-        if unknown:
-            raise ModelError(
-                f"training reference class {unknown[0]!r} is not a model class; expected one of "
-                f"{', '.join(train.classes)}"
-            )
         rows, y = train.labelled()
         if y.size == 0:
             raise ModelError(
