@@ -24,6 +24,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from satpipe import remote
 from satpipe.download import download
 from satpipe.errors import GeoreferencingError, LabelError, NotGeoTIFFError, RasterReadError
 from satpipe.labels import LabelLookup
@@ -105,6 +106,42 @@ def write_scene_labels(
         except (NotGeoTIFFError, RasterReadError, GeoreferencingError) as exc:
             raise LabelError(f"label raster {exc}") from exc
     return {"classes": mapping, "source": source_record(labels), **meta}
+
+
+def write_asset_labels(
+    href: str,
+    name: str,
+    mapping: dict[str, list[int]],
+    scene: Path,
+    out: Path,
+    *,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Write a STAC item's label asset, read in place at ``href``, onto ``scene``'s grid.
+
+    Args:
+        href: what GDAL opens (``/vsicurl/<url>`` or a local path).
+        name: how messages name it (item and asset).
+        mapping: the class mapping (``ingest.labels.classes``).
+        scene: the written scene (its grid is the target).
+        out: where the resampled label raster goes.
+        retries: HTTP retries.
+        timeout: HTTP timeout, seconds.
+
+    Returns:
+        The labels' metadata, as :func:`write_scene_labels` returns it.
+
+    Raises:
+        LabelError: the asset is not one band of integer codes, or does not overlap the scene.
+    """
+    with remote.gdal_env(retries, timeout):
+        try:
+            with open_scene(href, name=name) as lab, open_scene(scene) as dst_grid:
+                meta = _resample(lab, dst_grid, out, mapping, name)
+        except (NotGeoTIFFError, RasterReadError, GeoreferencingError) as exc:
+            raise LabelError(f"label raster {exc}") from exc
+    return {"classes": mapping, "source": {"kind": "stac-asset"}, **meta}
 
 
 def _resample(

@@ -71,6 +71,7 @@ class LabelParams(_Section):
     path: str | None = None
     url: str | None = None
     sha256: str | None = None
+    asset: str | None = None
     classes: dict[str, list[int]] | None = None
 
     _check_sha256 = field_validator("sha256")(classmethod(_sha256))
@@ -96,14 +97,56 @@ class LabelParams(_Section):
 
     @model_validator(mode="after")
     def _check_source(self) -> LabelParams:
-        if self.path and self.url:
-            raise ValueError("{at}: set path or url, not both")
+        if sum(v is not None for v in (self.path, self.url, self.asset)) > 1:
+            raise ValueError("{at}: set one of path, url or asset")
         if self.url is not None:
             if not self.url.startswith(("http://", "https://")):
                 raise ValueError(f"{{at}}.url {self.url!r} is not an http(s) URL")
             if not self.sha256:
                 raise ValueError("{at}.url needs {at}.sha256 (downloads are always verified)")
         return self
+
+
+class AoiParams(_Section):
+    """An area of interest: a ``bbox`` (left, bottom, right, top) in ``crs``, or a GeoJSON file."""
+
+    bbox: list[float] | None = Field(None, min_length=4, max_length=4)
+    crs: str = "EPSG:4326"
+    geojson: str | None = None
+
+    @model_validator(mode="after")
+    def _check_one(self) -> AoiParams:
+        if (self.bbox is None) == (self.geojson is None):
+            raise ValueError("{at}: set bbox (with crs) or geojson, exactly one")
+        if self.bbox is not None:
+            left, bottom, right, top = self.bbox
+            if not (left < right and bottom < top):
+                raise ValueError(
+                    f"{{at}}.bbox {self.bbox}: expected [left, bottom, right, top] with "
+                    "left < right and bottom < top"
+                )
+        return self
+
+
+class StacParams(_Section):
+    """``ingest.stac``: the item, the bands to stack, how to resample, where, and pins.
+
+    ``assets`` are asset keys (``B04``) or ``eo:bands`` common names (``red``), in band order.
+    ``pixels_sha256`` optionally pins, per asset key, the sha256 of the pixels read.
+    """
+
+    item: str
+    assets: list[str] = Field(min_length=1)
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "nearest"
+    aoi: AoiParams | None = None
+    pixels_sha256: dict[str, str] | None = None
+
+    @field_validator("pixels_sha256")
+    @classmethod
+    def _check_pins(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        return {key: _sha256(cls, sha) or "" for key, sha in value.items()}
 
 
 _SCENE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -117,9 +160,10 @@ class SceneParams(_Section):
     ``id`` names its files; by default it is derived from the source (see :func:`scene_id`).
     """
 
-    source: Literal["synthetic", "file", "http"] = "synthetic"
+    source: Literal["synthetic", "file", "http", "stac"] = "synthetic"
     path: str | None = None
     url: str | None = None
+    fetch: Literal["range", "download"] = "range"
     sha256: str | None = None
     acquisition_time: str | None = None
     nodata: float | None = None
@@ -129,6 +173,7 @@ class SceneParams(_Section):
     role: Literal["train", "infer", "both"] = "both"
     id: str | None = None
     labels: LabelParams | None = None
+    stac: StacParams | None = None
 
     _check_sha256 = field_validator("sha256")(classmethod(_sha256))
 
@@ -153,21 +198,30 @@ class SceneParams(_Section):
     def _check_source(self) -> SceneParams:
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs {at}.path")
+        if self.source == "stac" and self.stac is None:
+            raise ValueError("source 'stac' needs {at}.stac: {item, assets}")
         if self.source == "http":
             if not self.url:
                 raise ValueError("source 'http' needs {at}.url")
             if not self.url.startswith(("http://", "https://")):
                 raise ValueError(f"{{at}}.url {self.url!r} is not an http(s) URL")
-            if not self.sha256:
-                raise ValueError("source 'http' needs {at}.sha256 (downloads are always verified)")
+            if self.fetch == "download" and not self.sha256:
+                raise ValueError(
+                    "{at}.fetch 'download' needs {at}.sha256 (downloads are always verified)"
+                )
         labels = self.labels
         if labels is not None:
-            if self.source == "synthetic" and (labels.path or labels.url):
+            if self.source == "synthetic" and (labels.path or labels.url or labels.asset):
                 raise ValueError(
                     "a synthetic scene carries its own labels; {at}.labels may only set classes"
                 )
-            if self.source != "synthetic" and not (labels.path or labels.url):
-                raise ValueError("{at}.labels needs a path or a url to a label GeoTIFF")
+            if labels.asset is not None and self.source != "stac":
+                raise ValueError("{at}.labels.asset names an item asset: only for source 'stac'")
+            if self.source != "synthetic" and not (labels.path or labels.url or labels.asset):
+                raise ValueError(
+                    "{at}.labels needs a path or a url to a label GeoTIFF (or, for source "
+                    "'stac', the item's label asset)"
+                )
             if self.source != "synthetic" and not labels.classes:
                 raise ValueError(
                     "{at}.labels needs classes: which codes mean which class, "
@@ -182,7 +236,13 @@ class SceneParams(_Section):
             return self.id
         if self.source == "synthetic":
             return f"synthetic-{self.seed}"
-        name = PurePosixPath(urlsplit(self.url).path if self.source == "http" else self.path or "")
+        if self.source == "stac" and self.stac is not None:
+            ref = self.stac.item
+            name = PurePosixPath(urlsplit(ref).path if "://" in ref else ref)
+        elif self.source == "http":
+            name = PurePosixPath(urlsplit(self.url).path)
+        else:
+            name = PurePosixPath(self.path or "")
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name.stem).strip("-.") or "scene"
         return stem[:100]
 

@@ -74,3 +74,31 @@ def stage(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.
         timeout=timeout,
         check=False,
     )
+
+
+# Every stage after check_params, with the paths a test directory uses (relative to it).
+STAGES: list[tuple[str, list[str]]] = [
+    ("ingest", ["scenes", "scenes.json", "ingest.json"]),
+    ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json"]),
+    ("train", ["index.json", "model.json", "train.json"]),
+    (
+        "batch_infer",
+        ["model.json", "index.json", "tiles", "predictions.json", "predictions.geojson"],
+    ),
+    ("health", ["model.json", "predictions.json", "health.json"]),
+    ("evaluate", ["model.json", "index.json", "predictions.json", "evaluate.json", "plots"]),
+    (
+        "maps",
+        ["scenes", "index.json", "predictions.json", "model.json", "maps", "quicklook"],
+    ),
+]
+
+
+def run_stages(cwd: Path, until: str = "maps") -> None:
+    """Run :data:`STAGES` in ``cwd`` (with its ``params.yaml``) up to ``until``; fail on error."""
+    for name, args in STAGES:
+        result = stage(name, *args, cwd=cwd)
+        if result.returncode != 0:
+            pytest.fail(f"stage {name} failed ({result.returncode}):\n{result.stderr}")
+        if name == until:
+            return

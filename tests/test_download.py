@@ -226,11 +226,11 @@ def test_ingest_http_end_to_end(server: LocalServer, scene_bytes: bytes, tmp_pat
     server.routes["/scenes/served.tif"] = lambda h, n: send(h, scene_bytes)
     url = f"{server.url}/scenes/served.tif"
     out = tmp_path / "data"
-    params = IngestParams(source="http", url=url, sha256=sha(scene_bytes))
+    params = IngestParams(source="http", url=url, fetch="download", sha256=sha(scene_bytes))
     meta = ingest(params, out / "scene.tif", out / "scene.json", tmp_path).to_json()
     assert (out / "scene.tif").read_bytes() == scene_bytes
     written = json.loads((out / "scene.json").read_text())
-    assert written["source"] == {"kind": "http", "url": url}
+    assert written["source"] == {"kind": "http", "url": url, "fetch": "download"}
     assert written["sha256"] == meta["sha256"] == sha(scene_bytes)
     assert (written["width"], written["height"], written["count"]) == (97, 83, 2)
     assert files_in(out) == ["scene.json", "scene.preview.tif", "scene.tif"]
@@ -247,6 +247,7 @@ def test_ingest_http_labels_are_downloaded_and_verified(
     params = IngestParams(
         source="http",
         url=f"{server.url}/scene.tif",
+        fetch="download",
         sha256=sha(scene_bytes),
         labels={**labels, "sha256": sha(label_bytes)},
     )
@@ -264,6 +265,7 @@ def test_ingest_http_labels_are_downloaded_and_verified(
     bad = IngestParams(
         source="http",
         url=f"{server.url}/scene.tif",
+        fetch="download",
         sha256=sha(scene_bytes),
         labels={**labels, "sha256": "0" * 64},
     )
@@ -277,7 +279,9 @@ def test_ingest_http_wrong_sha256_leaves_nothing(
 ):
     server.routes["/served.tif"] = lambda h, n: send(h, scene_bytes)
     out = tmp_path / "data"
-    params = IngestParams(source="http", url=f"{server.url}/served.tif", sha256="1" * 64)
+    params = IngestParams(
+        source="http", url=f"{server.url}/served.tif", fetch="download", sha256="1" * 64
+    )
     with pytest.raises(ChecksumError, match=r"ingest\.sha256"):
         ingest(params, out / "scene.tif", out / "scene.json", tmp_path)
     assert files_in(out) == []
@@ -288,8 +292,25 @@ def test_ingest_http_verified_but_not_a_geotiff(server: LocalServer, tmp_path: P
     server.routes["/page.tif"] = lambda h, n: send(h, body)
     url = f"{server.url}/page.tif"
     out = tmp_path / "data"
-    params = IngestParams(source="http", url=url, sha256=sha(body))
+    params = IngestParams(source="http", url=url, fetch="download", sha256=sha(body))
     with pytest.raises(NotGeoTIFFError) as info:
         ingest(params, out / "scene.tif", out / "scene.json", tmp_path)
     assert str(info.value).startswith(f"{url}: ")
+    assert files_in(out) == []
+
+
+def test_ingest_http_in_place_names_a_server_without_range_support(
+    server: LocalServer, scene_bytes: bytes, tmp_path: Path
+):
+    """This server ignores Range: the default (read in place) says so and names the fix."""
+    server.routes["/served.tif"] = lambda h, n: send(h, scene_bytes)
+    url = f"{server.url}/served.tif"
+    out = tmp_path / "data"
+    with pytest.raises(DownloadError) as info:
+        ingest(
+            IngestParams(source="http", url=url), out / "scene.tif", out / "scene.json", tmp_path
+        )
+    message = str(info.value)
+    assert message.startswith(f"{url}: the server does not support HTTP range requests")
+    assert message.endswith("set ingest.fetch: download to fetch it whole")
     assert files_in(out) == []

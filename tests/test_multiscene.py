@@ -13,23 +13,7 @@ from rasterio.transform import from_origin
 
 from satpipe.files import read_json
 from satpipe.tileindex import in_training_subset
-from tests.helpers import REPO, stage
-
-STAGES = [
-    ("ingest", ["scenes", "scenes.json", "ingest.json"]),
-    ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json"]),
-    ("train", ["index.json", "model.json", "train.json"]),
-    (
-        "batch_infer",
-        ["model.json", "index.json", "tiles", "predictions.json", "predictions.geojson"],
-    ),
-    ("health", ["model.json", "predictions.json", "health.json"]),
-    ("evaluate", ["model.json", "index.json", "predictions.json", "evaluate.json", "plots"]),
-    (
-        "maps",
-        ["scenes", "index.json", "predictions.json", "model.json", "maps", "quicklook"],
-    ),
-]
+from tests.helpers import REPO, STAGES, run_stages, stage
 
 
 def _stage(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -47,9 +31,7 @@ def _params(tmp: Path, ingest: dict, **sections: dict) -> None:
 
 
 def _run_all(tmp: Path) -> None:
-    for name, args in STAGES:
-        result = _stage(name, args, tmp)
-        assert result.returncode == 0, f"{name}: {result.stderr}"
+    run_stages(tmp)
 
 
 def _write_bright(path: Path) -> Path:

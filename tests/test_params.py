@@ -73,9 +73,10 @@ def test_unknown_source_lists_the_choices():
     assert "'synthetic'" in message and "'file'" in message and "'http'" in message
 
 
-def test_http_source_needs_sha256():
-    message = error_of({"ingest": {"source": "http", "url": "http://127.0.0.1/scene.tif"}})
-    assert "ingest.sha256" in message
+def test_http_download_needs_sha256():
+    url = "http://127.0.0.1/scene.tif"
+    message = error_of({"ingest": {"source": "http", "url": url, "fetch": "download"}})
+    assert "ingest.fetch 'download' needs ingest.sha256" in message
     assert "{" not in message, "a cross-key check does not dump the whole section"
 
 
