@@ -3,14 +3,19 @@
 Everything DVC tracks is written through here so that it is byte-stable (sorted keys, fixed
 separators, no NaN, a trailing newline) and appears all at once: data goes to a temporary file in
 the destination's directory and is renamed into place only when complete, so a failed run never
-leaves a half-written output behind.
+leaves a half-written output behind. A run killed outright (SIGKILL, out of memory) cannot clean
+up, so each temporary is named after its output (``.<name>.satpipe-tmp-*``) and locked by its
+writer while it exists, and the next write of that output removes the ones nobody holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -20,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 _CHUNK = 1 << 20
+TEMP_MARK = "satpipe-tmp-"  # in every temporary's name, so a cleanup can tell them apart
+
+log = logging.getLogger(__name__)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -70,17 +78,73 @@ def json_digest(value: Any) -> str:
     return sha256_bytes(canonical_json(value, indent=None).encode())
 
 
+def _temp_prefix(dest: Path) -> str:
+    """How the temporaries of ``dest`` are named: ``.<name>.satpipe-tmp-<random>``."""
+    return f".{dest.name}.{TEMP_MARK}"
+
+
+def remove_stale_temps(dest: Path | str) -> list[Path]:
+    """Remove the temporaries of ``dest`` that a killed run left behind.
+
+    Every temporary is locked (``flock``) by the process writing it for as long as it exists; the
+    kernel drops the lock when that process dies, however it dies. A temporary of ``dest``
+    whose lock can be taken is therefore stale and removed; one still locked belongs to a live
+    writer and is left alone. Only ``dest``'s own temporaries are looked at.
+
+    Returns:
+        The paths removed.
+    """
+    dest = Path(dest)
+    removed = []
+    for candidate in sorted(dest.parent.glob(glob.escape(_temp_prefix(dest)) + "*")):
+        try:
+            fd = os.open(candidate, os.O_RDONLY)
+        except OSError:  # gone meanwhile, or not ours to open
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running writer holds it
+            if candidate.is_dir() and not candidate.is_symlink():
+                shutil.rmtree(candidate, ignore_errors=True)
+            else:
+                candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d stale temporaries of %s: %s", len(removed), dest, removed)
+    return removed
+
+
+@contextlib.contextmanager
+def _locked(path: Path, fd: int | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` while the block runs: it is being written."""
+    fd = os.open(path, os.O_RDONLY) if fd is None else fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path | str, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds."""
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` if the block succeeds.
+
+    Stale temporaries of ``dest`` from a killed run are removed first
+    (:func:`remove_stale_temps`).
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
-    os.close(fd)
+    remove_stale_temps(dest)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(dest), suffix=suffix or ".tmp", dir=dest.parent)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, dest)
+        with _locked(tmp_path, fd):
+            yield tmp_path
+            os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -90,11 +154,16 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``dest``; swap it in for ``dest`` on success.
 
     A DVC directory output appears whole or not at all: on failure the temporary directory is
-    removed and ``dest`` (if any) is left as it was.
+    removed and ``dest`` (if any) is left as it was. Stale temporaries of ``dest`` from a
+    killed run are removed first (:func:`remove_stale_temps`).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+    remove_stale_temps(dest)
+    with (
+        tempfile.TemporaryDirectory(prefix=_temp_prefix(dest), dir=dest.parent) as tmp,
+        _locked(Path(tmp)),
+    ):
         yield Path(tmp)
         if dest.exists():
             shutil.rmtree(dest)
