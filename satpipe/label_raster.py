@@ -100,12 +100,19 @@ def write_scene_labels(
     mapping = labels.classes or {}
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as raw_dir:
         src_path = _acquire(labels, Path(raw_dir) / "labels.tif", root, retries, timeout)
-        try:
-            with open_scene(src_path, name=name) as lab, open_scene(scene) as dst_grid:
-                meta = _resample(lab, dst_grid, out, mapping, name)
-        except (NotGeoTIFFError, RasterReadError, GeoreferencingError) as exc:
-            raise LabelError(f"label raster {exc}") from exc
+        meta = _resample_file(src_path, name, scene, out, mapping)
     return {"classes": mapping, "source": source_record(labels), **meta}
+
+
+def _resample_file(
+    src: Path | str, name: str, scene: Path, out: Path, mapping: dict[str, list[int]]
+) -> dict[str, Any]:
+    """Open the label raster ``src`` and write it onto ``scene``'s grid (see :func:`_resample`)."""
+    try:
+        with open_scene(src, name=name) as lab, open_scene(scene) as dst_grid:
+            return _resample(lab, dst_grid, out, mapping, name)
+    except (NotGeoTIFFError, RasterReadError, GeoreferencingError) as exc:
+        raise LabelError(f"label raster {exc}") from exc
 
 
 def write_asset_labels(
@@ -136,11 +143,7 @@ def write_asset_labels(
         LabelError: the asset is not one band of integer codes, or does not overlap the scene.
     """
     with remote.gdal_env(retries, timeout):
-        try:
-            with open_scene(href, name=name) as lab, open_scene(scene) as dst_grid:
-                meta = _resample(lab, dst_grid, out, mapping, name)
-        except (NotGeoTIFFError, RasterReadError, GeoreferencingError) as exc:
-            raise LabelError(f"label raster {exc}") from exc
+        meta = _resample_file(href, name, scene, out, mapping)
     return {"classes": mapping, "source": {"kind": "stac-asset"}, **meta}
 
 
