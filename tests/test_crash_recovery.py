@@ -21,6 +21,21 @@ def _temporaries(repo: Path) -> list[Path]:
     return sorted((repo / "data").rglob(f"*{TEMP_MARK}*"))
 
 
+def _writing_tiles(repo: Path) -> bool:
+    """Whether the tile stage's temporary directory holds a tile yet.
+
+    Polled while DVC and the stage run: DVC removes ``data/tiles`` and the stage renames its
+    temporary away, so a directory may vanish mid-scan.
+    """
+    for tmp in (repo / "data").glob(f".tiles.{TEMP_MARK}*"):
+        try:
+            if any(p.suffix == ".tif" for p in tmp.rglob("*")):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
 def test_tile_stage_killed_mid_write_leaves_nothing_after_the_rerun(
     repo_copy: Path,  # noqa: F811
 ) -> None:
@@ -36,7 +51,7 @@ def test_tile_stage_killed_mid_write_leaves_nothing_after_the_rerun(
     deadline = time.monotonic() + 120
     try:
         # Kill once the tile stage is writing: its temporary directory holds a tile file.
-        while not any(p.suffix == ".tif" for t in _temporaries(repo_copy) for p in t.rglob("*")):
+        while not _writing_tiles(repo_copy):
             assert proc.poll() is None, "the stage finished before it could be killed"
             assert time.monotonic() < deadline, "the tile stage never started writing"
             time.sleep(0.005)
