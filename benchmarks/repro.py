@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.pipeline import FLOOR  # noqa: E402
 from benchmarks.pipeline import run as measured  # noqa: E402
 from satpipe import synthetic  # noqa: E402
+from tests.helpers import tool_env  # noqa: E402
 
 CASES = {"a": [(8192, 42)], "b": [(4096, seed) for seed in range(1, 9)]}
 STAGES = ("check_params", "ingest", "tile", "train", "batch_infer", "health", "evaluate", "maps")
@@ -63,23 +64,10 @@ PARTS = {
 }
 
 
-def _env() -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.update(
-        GIT_AUTHOR_NAME="b",
-        GIT_AUTHOR_EMAIL="b@example.invalid",
-        GIT_COMMITTER_NAME="b",
-        GIT_COMMITTER_EMAIL="b@example.invalid",
-        DVC_NO_ANALYTICS="1",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path) -> float:
+    """Wall seconds of ``cmd`` run in ``cwd`` with :func:`tests.helpers.tool_env`; must succeed."""
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=_env(), check=True, capture_output=True)
+    subprocess.run(cmd, cwd=cwd, env=tool_env(), check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -103,7 +91,7 @@ def _scenes(inputs: Path, case: str) -> list[Path]:
 
 def _repo(work: Path, scenes: list[Path], name: str, cache_type: str | None) -> Path:
     repo = work / name
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True, env=_env())
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True, env=tool_env())
     params = yaml.safe_load((repo / "params.yaml").read_text())
     items = [
         {"source": "file", "path": str(p), "id": p.stem, "acquisition_time": "2024-07-13T10:30:00Z"}
@@ -119,10 +107,10 @@ def _repo(work: Path, scenes: list[Path], name: str, cache_type: str | None) -> 
             [str(Path(sys.executable).parent / "dvc"), "config", "cache.type", cache_type],
             cwd=repo,
             check=True,
-            env=_env(),
+            env=tool_env(),
         )
     subprocess.run(
-        ["git", "commit", "--quiet", "-am", "bench params"], cwd=repo, check=True, env=_env()
+        ["git", "commit", "--quiet", "-am", "bench params"], cwd=repo, check=True, env=tool_env()
     )
     return repo
 
@@ -143,7 +131,7 @@ def bench(case: str, inputs: Path, work: Path, cache_type: str | None) -> None:
     dvc_raw = stats.total_tt - raw["stage commands"]  # type: ignore[attr-defined]
     scale = (wall - raw["stage commands"]) / dvc_raw if dvc_raw > 0 else 1.0
     parts = {k: v if k == "stage commands" else v * scale for k, v in raw.items()}
-    startup = sum(_timed([sys.executable, "-c", f"import stages.{name}"], repo) for name in STAGES)
+    startup = sum(timed([sys.executable, "-c", f"import stages.{name}"], repo) for name in STAGES)
     floor_out = work / "floor_tiles"
     size = str(yaml.safe_load((repo / "params.yaml").read_text())["tile"]["size"])
     floor, _, _ = measured(
@@ -161,9 +149,9 @@ def bench(case: str, inputs: Path, work: Path, cache_type: str | None) -> None:
         repo,
     )
     shutil.rmtree(floor_out)
-    noop = _timed([*dvc, "repro", "--quiet"], repo)
-    status = _timed([*dvc, "status", "--quiet"], repo)
-    exp = _timed([*dvc, "exp", "run", "--quiet", "-S", "tile.size=512"], repo)
+    noop = timed([*dvc, "repro", "--quiet"], repo)
+    status = timed([*dvc, "status", "--quiet"], repo)
+    exp = timed([*dvc, "exp", "run", "--quiet", "-S", "tile.size=512"], repo)
     described = ", ".join(f"{n}x{s}^2" for s, n in _counts(CASES[case]).items())
     print(
         f"\n({case}) {described} 4-band uint16 scenes, {tiles} tiles of 256^2, cache.type "
@@ -207,7 +195,7 @@ def main() -> None:
     p.add_argument("--cases", default="ab", help="which cases: a, b or ab")
     p.add_argument("--cache-type", help="dvc config cache.type for the clones, e.g. hardlink")
     args = p.parse_args()
-    os.environ.update(_env())  # dvc and the stages it runs use this virtualenv's python
+    os.environ.update(tool_env())  # dvc and the stages it runs use this virtualenv's python
     os.environ.pop("PYTHONPATH", None)
     with tempfile.TemporaryDirectory(prefix="repro-bench-") as tmp:
         inputs = Path(tmp) / "inputs"

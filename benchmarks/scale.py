@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -34,31 +33,15 @@ import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 TILE = 16
 
-
-def _env() -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.update(
-        GIT_AUTHOR_NAME="b",
-        GIT_AUTHOR_EMAIL="b@example.invalid",
-        GIT_COMMITTER_NAME="b",
-        GIT_COMMITTER_EMAIL="b@example.invalid",
-        DVC_NO_ANALYTICS="1",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def _timed(cmd: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=_env(), check=True, capture_output=True)
-    return time.perf_counter() - start
+from benchmarks.repro import timed  # noqa: E402
+from tests.helpers import tool_env  # noqa: E402
 
 
 def _clone(dest: Path) -> Path:
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(dest)], check=True, env=_env())
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(dest)], check=True, env=tool_env())
     return dest
 
 
@@ -71,7 +54,7 @@ def _free_port() -> int:
 def _service_startup(repo: Path) -> tuple[float, float]:
     """Seconds from launching uvicorn to /health/ready = 200, and its RSS (MiB) then."""
     port = _free_port()
-    env = {**_env(), "SATPIPE_REPO": str(repo)}
+    env = {**tool_env(), "SATPIPE_REPO": str(repo)}
     cmd = [
         sys.executable,
         "-m",
@@ -117,18 +100,18 @@ def point(tiles: int, work: Path) -> dict[str, float]:
     params["tile"].update({"size": TILE, "max_nodata_fraction": 1.0})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = str(Path(sys.executable).parent / "dvc")
-    subprocess.run(["git", "commit", "-qam", "scale"], cwd=repo, check=True, env=_env())
+    subprocess.run(["git", "commit", "-qam", "scale"], cwd=repo, check=True, env=tool_env())
     remote = work / "remote"
-    subprocess.run([dvc, "remote", "add", "-d", "local", str(remote)], cwd=repo, env=_env())
-    out = {"repro": _timed([dvc, "repro", "--quiet"], repo)}
+    subprocess.run([dvc, "remote", "add", "-d", "local", str(remote)], cwd=repo, env=tool_env())
+    out = {"repro": timed([dvc, "repro", "--quiet"], repo)}
     out["tiles"] = sum(1 for _ in (repo / "data/tiles").rglob("*.tif"))
-    out["status"] = _timed([dvc, "status", "--quiet"], repo)
-    out["push"] = _timed([dvc, "push", "--quiet"], repo)
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=_env())
-    subprocess.run(["git", "commit", "-qm", "lock"], cwd=repo, check=True, env=_env())
+    out["status"] = timed([dvc, "status", "--quiet"], repo)
+    out["push"] = timed([dvc, "push", "--quiet"], repo)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=tool_env())
+    subprocess.run(["git", "commit", "-qm", "lock"], cwd=repo, check=True, env=tool_env())
     other = work / "other"
-    subprocess.run(["git", "clone", "--quiet", str(repo), str(other)], check=True, env=_env())
-    out["pull"] = _timed([dvc, "pull", "--quiet"], other)
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(other)], check=True, env=tool_env())
+    out["pull"] = timed([dvc, "pull", "--quiet"], other)
     out["service start"], out["service MiB"] = _service_startup(repo)
     return out
 

@@ -62,11 +62,6 @@ class Asset:
     transform: Affine | None
     shape: tuple[int, int] | None  # (rows, cols)
 
-    @property
-    def resolution(self) -> float | None:
-        """Pixel width in CRS units, from ``proj:transform``."""
-        return abs(self.transform.a) if self.transform is not None else None
-
 
 @dataclass(frozen=True)
 class Grid:

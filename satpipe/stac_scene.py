@@ -127,7 +127,7 @@ class _Reader:
         except RasterioIOError as exc:
             detail = str(exc.__cause__ or exc)
             raise stac.StacError(f"{self.name}: cannot read pixels ({detail})") from exc
-        self.sha.update(np.ascontiguousarray(data).tobytes())
+        self.sha.update(np.ascontiguousarray(data))  # the buffer itself: no copy
         return data
 
 
