@@ -52,6 +52,10 @@ class DownloadError(SatpipeError, OSError):
     """A remote scene could not be downloaded."""
 
 
+class NoRangeSupportError(DownloadError):
+    """A server ignores HTTP range requests, so a file there cannot be read in place."""
+
+
 class ChecksumError(SatpipeError, ValueError):
     """A file's sha256 is not the one expected."""
 

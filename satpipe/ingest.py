@@ -26,7 +26,7 @@ from satpipe.download import download
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import (
     ChecksumError,
-    DownloadError,
+    NoRangeSupportError,
     ParamsError,
     RasterReadError,
     SatpipeError,
@@ -114,10 +114,8 @@ def _acquire(
             scene = write_cog_scene(
                 params.url, params.sha256, tmp, retries=retries, timeout=timeout
             )
-        except DownloadError as exc:
-            if "range requests" not in str(exc):
-                raise
-            raise DownloadError(f"{exc}; set ingest.fetch: download to fetch it whole") from exc
+        except NoRangeSupportError as exc:
+            raise type(exc)(f"{exc}; set ingest.fetch: download to fetch it whole") from exc
         return _Acquired(params.url, stac=scene)
     download(params.url, tmp, sha256=params.sha256 or "", retries=retries, timeout=timeout)
     return _Acquired(params.url)

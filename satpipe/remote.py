@@ -31,7 +31,7 @@ from typing import Any
 
 import rasterio
 
-from satpipe.errors import DownloadError, NotGeoTIFFError
+from satpipe.errors import DownloadError, NoRangeSupportError, NotGeoTIFFError
 from satpipe.raster import is_tiff_bytes
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def _probe_once(url: str, timeout: float) -> RemoteFile:
         head = response.read(_PROBE_BYTES)
         status, headers = response.status, response.headers
     if status != 206:
-        raise DownloadError(
+        raise NoRangeSupportError(
             f"{url}: the server does not support HTTP range requests (it answered {status} to a "
             "Range request); it cannot be read in place"
         )
@@ -174,7 +174,8 @@ def probe(url: str, *, retries: int = 3, timeout: float = 30.0) -> RemoteFile:
     (1 s, 2 s, 4 s, ...); a 4xx, a redirect loop or a server without range support is not.
 
     Raises:
-        DownloadError: unreachable host, HTTP error, redirect loop, timeout, no range support.
+        NoRangeSupportError: the server answered a Range request with the whole file.
+        DownloadError: unreachable host, HTTP error, redirect loop, timeout.
         NotGeoTIFFError: the file does not start with a TIFF signature.
     """
     for attempt in range(retries + 1):
