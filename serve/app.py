@@ -22,7 +22,7 @@ import satpipe
 from satpipe import logs, malloc
 from serve import errors, routes
 from serve.metrics import Metrics, MetricsMiddleware
-from serve.service import Service
+from serve.service import PinWatcher, Service, Serving
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     malloc.tune_for_threads()  # tiles are classified in worker threads (see satpipe.malloc)
     metrics = Metrics()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await run_sync(Service.load, settings)
-        app.state.service = service
-        app.state.limiter = CapacityLimiter(settings.classify_threads or os.cpu_count() or 1)
-        if service.loaded is not None:
-            loaded = service.loaded
+    def on_change(previous: Serving, serving: Serving) -> None:
+        metrics.model.clear()
+        if serving.ready and serving.loaded is not None:
+            loaded = serving.loaded
             metrics.model.labels(loaded.model.version, loaded.md5, loaded.origin).set(1)
             metrics.ready.set(1)
             logs.set_model(loaded.model.version)
+            if previous.loaded is not None and previous.loaded is not loaded:
+                metrics.swaps.inc()
+        else:
+            metrics.ready.set(0)
+            if previous.ready or previous.reason != serving.reason:
+                metrics.pin_failures.inc()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await run_sync(Service.load, settings, on_change)
+        app.state.service = service
+        app.state.limiter = CapacityLimiter(settings.classify_threads or os.cpu_count() or 1)
+        watcher = None
+        if settings.rev is None and settings.reload_interval > 0:
+            watcher = PinWatcher(service, settings.reload_interval)
+            watcher.start()
         # A thread that released the GIL (to decode or hash) waits up to this long for it back
         # while another holds it; Python's 5 ms default shows up directly in the tail latency.
         previous = sys.getswitchinterval()
@@ -67,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             sys.setswitchinterval(previous)
+            if watcher is not None:
+                await run_sync(watcher.stop)
 
     app = FastAPI(
         title="satpipe inference",

@@ -51,6 +51,17 @@ class Metrics:
             "1 when the pinned model is loaded and verified, else 0",
             registry=self.registry,
         )
+        self.swaps = Counter(
+            "satpipe_model_swaps",
+            "Times a new pin's model was loaded, verified and swapped in while serving",
+            registry=self.registry,
+        )
+        self.pin_failures = Counter(
+            "satpipe_pin_load_failures",
+            "Times the service became not ready: a pin it could not read or whose model it "
+            "could not load and verify",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

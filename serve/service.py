@@ -1,12 +1,20 @@
-"""The service state: the pinned model, verified once at startup, and the tile lookups.
+"""The service state: the pinned model, verified, swapped in when the pin changes.
 
 :meth:`Service.load` reads ``dvc.lock`` (in the workspace, or at the git revision the settings
 name), takes the model and tile index bytes whose md5 the lock pins (workspace file, else DVC
 cache object, else DVC's API at that revision), and keeps the model in memory. If that fails the
 service is *not ready*: it logs one line saying what is missing and how to get it, and every
-route that needs the model answers 503 with that reason. While serving, a cheap ``stat`` of
-``dvc.lock`` per request notices a new pin, and the service stops answering rather than serve a
-model the lock no longer pins.
+route that needs the model answers 503 with that reason.
+
+Model updates without downtime: :class:`PinWatcher` calls :meth:`Service.check_pin` in a
+background thread every ``reload_interval`` seconds. That costs one ``stat`` of ``dvc.lock``
+while nothing changes. When the lock changes, the new pin is read (a lock caught while DVC is
+rewriting it is read again, never taken for a new pin: see :meth:`Service.check_pin`), the
+model it names is loaded and verified in that thread, and the whole :class:`Serving` state is
+replaced by one attribute assignment. A request takes the state once, at its start, so it
+finishes on the model it started with, and its answer names that model. If the new pin cannot
+be loaded, the service is not ready (503, ``satpipe_model_ready 0``,
+``satpipe_pin_load_failures_total``) rather than serve a model the lock no longer names.
 
 Classification goes through :func:`satpipe.inference.predict_file` (tiles on disk, with the
 sha256 check batch inference does) and :func:`satpipe.inference.predict_raster` (uploads): the
@@ -18,7 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +57,26 @@ class LoadedModel:
     origin: str
     pin: lockfile.Pin
     expectations: Expectations
+    # The workspace tile index, by file name, read with this pin (it describes data/tiles).
+    index: dict[str, TileEntry] = field(default_factory=dict)
+    scene_crs: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the service answers with: a verified model, or why there is none to serve.
+
+    ``loaded`` may be set while ``reason`` is not empty: the last verified model is kept (a
+    lock that returns to its pin is served again at once) but is not served.
+    """
+
+    loaded: LoadedModel | None
+    reason: str
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``loaded`` is the model the current pin names."""
+        return self.loaded is not None and not self.reason
 
 
 def _load_json(blob: lockfile.PinnedBytes, what: str) -> Any:
@@ -56,53 +87,70 @@ def _load_json(blob: lockfile.PinnedBytes, what: str) -> Any:
 
 
 class Service:
-    """Everything the routes need, built once by :meth:`load` in the app's lifespan."""
+    """Everything the routes need: built by :meth:`load`, kept current by :meth:`check_pin`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_change: Callable[[Serving, Serving], None] | None = None
+    ) -> None:
         self.settings = settings
         root = settings.repo_root
         self.lock_path = root / settings.lock_file
         self.tiles_dir = root / settings.tiles_dir
-        self.loaded: LoadedModel | None = None
-        self.reason = "not loaded yet"
-        self.index: dict[str, TileEntry] = {}
-        self.scene_crs: dict[str, str | None] = {}
+        self.serving = Serving(None, "not loaded yet")
+        self.cache: Path | None = None
         self.roots = TileRoots.from_dirs(self.tiles_dir, None)
-        self._lock_signature: tuple[int, int, int] | None = None
-        self._stale: str | None = None
         self.verified = VerifiedFiles()
+        self.on_change = on_change
+        self._lock_signature: tuple[int, int, int] | None = None
+        self._unreadable_since: float | None = None
+        self._checking = threading.Lock()
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model being served (``None`` when not ready)."""
+        serving = self.serving
+        return serving.loaded if serving.ready else None
+
+    @property
+    def reason(self) -> str:
+        """Why the service is not ready (empty when it is)."""
+        return self.serving.reason
 
     @classmethod
-    def load(cls, settings: Settings) -> Service:
+    def load(
+        cls, settings: Settings, on_change: Callable[[Serving, Serving], None] | None = None
+    ) -> Service:
         """Load the pinned model; on failure the service is not ready and says why."""
-        service = cls(settings)
-        root = settings.repo_root
+        service = cls(settings, on_change)
         try:
-            cache: Path | None = lockfile.cache_dir(root)
+            service.cache = lockfile.cache_dir(settings.repo_root)
         except LockfileError as exc:
             log.warning("no DVC cache: %s", exc)
-            cache = None
-        service.roots = TileRoots.from_dirs(service.tiles_dir, cache)
-        service._load_index()
+        service.roots = TileRoots.from_dirs(service.tiles_dir, service.cache)
+        service._lock_signature = service._signature()
         try:
-            service.loaded = service._load_model(cache)
+            loaded = service._load_model(service._read_pin())
         except SatpipeError as exc:
-            service.reason = str(exc)
-            log.error("not ready: %s", exc)
+            service._set(Serving(None, str(exc)))
         else:
-            service.reason = ""
-            log.info(
-                "serving model %s (md5 %s) from %s",
-                service.loaded.model.version,
-                service.loaded.md5,
-                service.loaded.origin,
-            )
+            service._set(Serving(loaded, ""))
         return service
+
+    def _set(self, serving: Serving) -> None:
+        """Replace the state (one assignment: a request sees the old state or the new one)."""
+        previous, self.serving = self.serving, serving
+        if serving.ready and serving.loaded is not None:
+            if previous.loaded is not serving.loaded or not previous.ready:
+                m = serving.loaded
+                log.info("serving model %s (md5 %s) from %s", m.model.version, m.md5, m.origin)
+        elif serving.reason != previous.reason:
+            log.error("not ready: %s", serving.reason)
+        if self.on_change is not None:
+            self.on_change(previous, serving)
 
     def _read_pin(self) -> lockfile.Pin:
         s = self.settings
         if s.rev is None:
-            self._lock_signature = self._signature()
             lock, source = lockfile.read_lock(self.lock_path), s.lock_file
         else:
             source = f"{s.lock_file}@{s.rev}"
@@ -117,9 +165,8 @@ class Service:
             tile_stage=s.tile_stage,
         )
 
-    def _load_model(self, cache: Path | None) -> LoadedModel:
-        pin = self._read_pin()
-        root, rev = self.settings.repo_root, self.settings.rev
+    def _load_model(self, pin: lockfile.Pin) -> LoadedModel:
+        root, rev, cache = self.settings.repo_root, self.settings.rev, self.cache
         if rev is not None:
             blob = lockfile.read_pinned_at_rev(root, pin.model, rev)
             index_blob = lockfile.read_pinned_at_rev(root, pin.tile_index, rev)
@@ -132,17 +179,18 @@ class Service:
             expectations = Expectations.from_pin(pin, index)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise LockfileError(f"{index_blob.origin}: no usable tiling ({exc!r})") from exc
-        return LoadedModel(model, blob.md5, blob.origin, pin, expectations)
+        lookups, crs = self._workspace_index()
+        return LoadedModel(model, blob.md5, blob.origin, pin, expectations, lookups, crs)
 
-    def _load_index(self) -> None:
-        """Index the workspace tile index by file name (it describes the tiles directory)."""
+    def _workspace_index(self) -> tuple[dict[str, TileEntry], dict[str, str | None]]:
+        """The workspace tile index by file name (it describes the tiles directory)."""
         path = self.settings.path(self.settings.tile_index_path)
         try:
             index = read_index(path)
-            self.index = {t.file: t for t in index.tiles}
-            self.scene_crs = {sid: sc.crs for sid, sc in index.scenes.items()}
         except SatpipeError as exc:
             log.warning("%s: no tile lookups (%s); tiles served without id or window", path, exc)
+            return {}, {}
+        return {t.file: t for t in index.tiles}, {sid: sc.crs for sid, sc in index.scenes.items()}
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:
@@ -151,40 +199,71 @@ class Service:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
-    def _check_lock(self, loaded: LoadedModel) -> None:
-        """Notice a changed ``dvc.lock`` (one ``stat``) and refuse once it pins another model."""
-        signature = self._signature()
-        if signature == self._lock_signature:
+    def check_pin(self) -> None:
+        """Look at the pin once; load, verify and swap in the model of a new one.
+
+        Costs one ``stat`` while ``dvc.lock`` is unchanged and the service is ready. A lock
+        that changes while it is read, or cannot be parsed, may be one DVC is rewriting: it is
+        read again on the next call, and reported (not ready) only if it is still unreadable
+        ``reload_settle`` seconds later. A new pin whose model cannot be loaded makes the
+        service not ready, naming the pin; it is retried on every call, so a ``dvc pull`` or
+        ``dvc repro`` that provides it makes the service ready again without a restart.
+        """
+        if self.settings.rev is not None:
             return
-        self._lock_signature = signature
+        with self._checking:  # one check at a time (the watcher, or a test calling it)
+            signature = self._signature()
+            if signature == self._lock_signature and self.serving.ready:
+                return
+            try:
+                pin = self._read_pin()
+            except LockfileError as exc:
+                self._unreadable(signature, str(exc))
+                return
+            if self._signature() != signature:
+                return  # rewritten while being read: read it again next time
+            self._unreadable_since = None
+            self._lock_signature = signature
+            self._take(pin)
+
+    def _unreadable(self, signature: tuple[int, int, int] | None, reason: str) -> None:
+        now = time.monotonic()
+        if self._unreadable_since is None:
+            self._unreadable_since = now
+        if now - self._unreadable_since >= self.settings.reload_settle:
+            self._lock_signature = signature
+            if self.serving.reason != reason:
+                self._set(Serving(self.serving.loaded, reason))
+
+    def _take(self, pin: lockfile.Pin) -> None:
+        current = self.serving.loaded
+        if (
+            current is not None
+            and current.md5 == pin.model.md5
+            and current.pin.tile_index.md5 == pin.tile_index.md5
+        ):
+            if not self.serving.ready:
+                self._set(Serving(current, ""))
+            return
         try:
-            md5 = self._read_pin().model.md5
-        except LockfileError as exc:
-            self._stale = f"{exc}; restart the service once dvc.lock is restored"
+            loaded = self._load_model(pin)
+        except SatpipeError as exc:
+            reason = f"{pin.source} now pins {pin.model.path} md5 {pin.model.md5}: {exc}"
+            if reason != self.serving.reason:
+                self._set(Serving(current, reason))
         else:
-            self._stale = (
-                None
-                if md5 == loaded.md5
-                else f"{self.lock_path} now pins {loaded.pin.model.path} md5 {md5}, not the "
-                f"loaded {loaded.md5}; restart the service to serve the new pin"
-            )
-        if self._stale:
-            log.error("not ready: %s", self._stale)
+            self._set(Serving(loaded, ""))
 
     def require_ready(self) -> LoadedModel:
-        """The loaded model, if it is still the pinned one.
+        """The model the current pin names, verified (taken once per request).
 
         Raises:
-            NotReadyError: no verified model, or ``dvc.lock`` now pins another one.
+            NotReadyError: no verified model for the current pin; the detail says why.
         """
-        loaded = self.loaded
-        if loaded is None:
-            raise NotReadyError(f"model not ready: {self.reason}")
-        if self.settings.rev is None:
-            self._check_lock(loaded)
-            if self._stale:
-                raise NotReadyError(f"model not ready: {self._stale}")
-        return loaded
+        serving = self.serving
+        if not serving.ready or serving.loaded is None:
+            raise NotReadyError(f"model not ready: {serving.reason}")
+        return serving.loaded
 
     def resolve(self, raw: str) -> TileFile:
         """Check and resolve a client's tile path (cheap: text checks and one ``lstat``).
@@ -203,14 +282,14 @@ class Service:
         Raises:
             SatpipeError: the tile cannot be classified (the message names ``tile.raw``).
         """
-        entry = self.index.get(tile.raw)
+        entry = loaded.index.get(tile.raw)
         try:
             sha = entry.sha256 if entry else None
             pred = predict_file(tile.path, loaded.model, sha, self.verified)
         except SatpipeError as exc:
             # Name the tile as the client did, not by the server's absolute path.
             raise type(exc)(str(exc).replace(str(tile.path), tile.raw)) from exc
-        crs = self.scene_crs.get(entry.scene) if entry is not None else None
+        crs = loaded.scene_crs.get(entry.scene) if entry is not None else None
         return _result(pred, loaded, entry, tile.raw, crs)
 
     def infer_path(self, raw: str, loaded: LoadedModel) -> InferResult:
@@ -263,3 +342,30 @@ def _result(
         model_version=pred.model_version,
         model_md5=loaded.md5,
     )
+
+
+class PinWatcher:
+    """Call :meth:`Service.check_pin` every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, service: Service, interval: float) -> None:
+        self.service = service
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="satpipe-pin-watcher", daemon=True)
+
+    def start(self) -> None:
+        """Start watching (returns at once)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching and wait for a check in progress to finish."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.service.check_pin()
+            except Exception:  # never let one bad check end the watching
+                log.exception("checking %s failed", self.service.lock_path)

@@ -42,6 +42,18 @@ class Settings(BaseModel):
     classify_threads: int | None = Field(
         None, ge=1, le=256, description="tiles classified at once, in threads (none: one per core)"
     )
+    reload_interval: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="seconds between checks of dvc.lock for a new pin (0: never; restart)",
+    )
+    reload_settle: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="seconds an unreadable dvc.lock is read again before it is reported",
+    )
     switch_interval_ms: float = Field(
         0.05,
         gt=0,

@@ -185,11 +185,14 @@ def _stop(server: subprocess.Popen) -> None:
             server.wait(timeout=15)
 
 
-@pytest.fixture(scope="module")
-def live_server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Real uvicorn (one process) on 127.0.0.1 serving the pipeline repository; its base URL."""
-    env = dict(tool_env(), SATPIPE_REPO=str(pipeline_repo))
-    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
+@contextlib.contextmanager
+def uvicorn_server(repo: Path, log: Path, **settings: str) -> Iterator[str]:
+    """Real uvicorn (one process) on 127.0.0.1 serving ``repo``; yields its base URL.
+
+    ``settings`` are extra ``SATPIPE_*`` variables, by lower-case name (``reload_interval``).
+    """
+    env = dict(tool_env(), SATPIPE_REPO=str(repo))
+    env.update({f"SATPIPE_{name.upper()}": value for name, value in settings.items()})
     for _ in range(3):  # a free port may be taken between picking and binding: retry
         port = _free_port()
         cmd = [sys.executable, "-m", "uvicorn", "serve.app:create_app", "--factory"]
@@ -204,3 +207,11 @@ def live_server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
         finally:
             _stop(server)
     pytest.fail(f"uvicorn did not become ready on 127.0.0.1:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def live_server(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Real uvicorn (one process) on 127.0.0.1 serving the pipeline repository; its base URL."""
+    log = tmp_path_factory.mktemp("uvicorn") / "server.log"
+    with uvicorn_server(pipeline_repo, log) as base:
+        yield base

@@ -121,24 +121,6 @@ def test_missing_lock_is_not_ready(repo_copy: Path, make_client: Callable[..., T
     _assert_nothing_served(make_client(repo_copy), repo_copy, "dvc.lock: not found")
 
 
-def test_a_new_pin_stops_the_service_until_restarted(
-    repo_copy: Path, make_client: Callable[..., TestClient]
-) -> None:
-    served = make_client(repo_copy)
-    body = {"tile_path": _first_tile(repo_copy)}
-    assert served.post("/infer", json=body).status_code == 200
-    lock_path = repo_copy / "dvc.lock"
-    original = lock_path.read_text()
-    old = _pin(repo_copy).model.md5
-    lock_path.write_text(original.replace(old, "a" * 32))
-    got = served.post("/infer", json=body)
-    assert got.status_code == 503
-    assert "now pins data/model.json md5 aaaaaaaa" in got.json()["detail"]
-    assert served.get("/health/ready").status_code == 503
-    lock_path.write_text(original + "\n")  # same pin again (and a new size, so it is re-read)
-    assert served.post("/infer", json=body).status_code == 200
-
-
 def test_serves_the_model_pinned_at_another_revision(
     pipeline_repo: Path, make_client: Callable[..., TestClient], client: TestClient
 ) -> None:
