@@ -4,14 +4,22 @@ Routes raise domain errors (:mod:`satpipe.errors` classes, or the few service-sp
 below, which share the same root) and never build HTTP errors themselves. :func:`install` adds
 one exception handler for :class:`~satpipe.errors.SatpipeError`; it looks the exception's class
 (most specific first) up in :data:`STATUS` and answers ``{"detail": str(exc)}``.
+
+Every error body, FastAPI's own included, is that one shape: a request FastAPI refuses (a
+missing body or upload field, invalid JSON, a wrong type) answers 422 with one line naming each
+offending field, not FastAPI's list of error objects, so the ``ErrorBody`` schema that
+``/openapi.json`` documents for every error status is true and generated clients can parse it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -86,10 +94,43 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
         detail = "request body too large" + (f": the limit is {limit} bytes" if limit else "")
         return JSONResponse({"detail": detail}, status_code=413)
+    if isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
+        # FastAPI's own 400s: a body it cannot parse at all (bytes that are not UTF-8 where
+        # JSON is expected, broken multipart framing).
+        reason = str(exc.detail).rstrip(".")
+        return JSONResponse({"detail": f"invalid request: {reason}"}, status_code=400)
     return await http_exception_handler(request, exc)  # type: ignore[arg-type]
 
 
+# At most this many field errors are named in one 422 detail.
+MAX_FIELD_ERRORS = 5
+
+
+def describe_invalid(errors: Sequence[Any]) -> str:
+    """One line for FastAPI's request-validation errors: ``body.tile_path: Field required``."""
+    parts = []
+    for err in errors[:MAX_FIELD_ERRORS]:
+        loc = ".".join(str(part) for part in err.get("loc", ()))
+        msg = str(err.get("msg", "invalid"))
+        reason = (err.get("ctx") or {}).get("error")
+        if reason and str(reason) not in msg:
+            msg = f"{msg} ({reason})"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    more = len(errors) - MAX_FIELD_ERRORS
+    text = "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+    return "invalid request: " + " ".join(text.split())
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": describe_invalid(list(errors))}, status_code=422)
+
+
 def install(app: FastAPI) -> None:
-    """Install the handlers: every :class:`SatpipeError` through :data:`STATUS`."""
+    """Install the handlers: :class:`SatpipeError` through :data:`STATUS`, and FastAPI's own.
+
+    FastAPI's HTTP and request-validation errors get the same ``{"detail": str}`` body.
+    """
     app.add_exception_handler(SatpipeError, _satpipe_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)

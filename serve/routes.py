@@ -111,7 +111,13 @@ async def ready(ctx: ReadyDep) -> Readiness:
     return Readiness(model_version=m.model.version, model_md5=m.md5, origin=m.origin)
 
 
-@health.get("/metrics", response_class=Response)
+@health.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format: requests, latencies, predictions, the loaded model."""
     metrics: Metrics = request.app.state.metrics
@@ -124,7 +130,7 @@ async def metrics(request: Request) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@inference.post("/infer", responses=_errors(400, 401, 404, 415, 422, 503))
+@inference.post("/infer", responses=_errors(400, 401, 404, 413, 415, 422, 503))
 async def infer(body: InferRequest, ctx: ReadyDep) -> InferResult:
     """Classify a tile of the tiles directory, given its path relative to that directory."""
     tile = ctx.service.resolve(body.tile_path)
@@ -145,7 +151,7 @@ def _batch(service: Service, paths: list[str], loaded: LoadedModel) -> list[Batc
     return items
 
 
-@inference.post("/infer/batch", responses=_errors(401, 413, 503))
+@inference.post("/infer/batch", responses=_errors(400, 401, 413, 422, 503))
 async def infer_batch(body: BatchRequest, ctx: ReadyDep) -> BatchResponse:
     """Classify a list of tile paths; one result or one error (status, detail) per item."""
     loaded = ctx.loaded
@@ -163,7 +169,7 @@ async def infer_batch(body: BatchRequest, ctx: ReadyDep) -> BatchResponse:
     )
 
 
-@uploads.post("/infer/upload", responses=_errors(401, 413, 415, 422, 503))
+@uploads.post("/infer/upload", responses=_errors(400, 401, 413, 415, 422, 503))
 async def infer_upload(
     file: Annotated[UploadFile, File(description="a GeoTIFF tile like the training tiles")],
     ctx: ReadyDep,
