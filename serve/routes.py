@@ -42,6 +42,7 @@ from serve.schemas import (
     Liveness,
     ModelInfo,
     Readiness,
+    RegistryInfo,
 )
 from serve.service import LoadedModel, Service
 
@@ -205,7 +206,8 @@ async def model_info(request: Request, ctx: ReadyDep) -> ModelInfo:
         model_version=m.version,
         model_md5=loaded.md5,
         origin=loaded.origin,
-        rev=ctx.service.settings.rev,
+        rev=loaded.rev,
+        registry=None if (a := loaded.assignment) is None else RegistryInfo(**vars(a)),
         lock_file=pin.source,
         lock_entry=pin.train.entry,
         training_params=pin.train_params,

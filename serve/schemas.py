@@ -103,6 +103,15 @@ class Readiness(BaseModel):
     origin: str = Field(description="where the verified model bytes came from")
 
 
+class RegistryInfo(BaseModel):
+    """The registry assignment the service serves: artifact, version, stage, commit."""
+
+    artifact: str
+    version: str
+    stage: str
+    rev: str = Field(description="the commit the version's tag names")
+
+
 class ModelInfo(BaseModel):
     """``GET /model``: the served model, its pin in ``dvc.lock`` and the software versions."""
 
@@ -110,6 +119,9 @@ class ModelInfo(BaseModel):
     model_md5: str
     origin: str
     rev: str | None = Field(description="git revision the pin was read at; null = workspace")
+    registry: RegistryInfo | None = Field(
+        None, description="the GTO assignment served (SATPIPE_ARTIFACT/SATPIPE_STAGE); else null"
+    )
     lock_file: str
     lock_entry: dict[str, Any] = Field(description="the train stage's entry in dvc.lock")
     training_params: dict[str, Any] = Field(description="params the train stage ran with")

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from satpipe.records import TileEntry, TileIndex, read_index
 from serve.errors import NotReadyError
 from serve.expectations import Expectations
 from serve.paths import TileFile, TileRoots, resolve_tile_path
+from serve.registry import Assignment, resolve, tags_signature
 from serve.schemas import InferResult, Window
 from serve.settings import Settings
 
@@ -60,6 +61,8 @@ class LoadedModel:
     # The workspace tile index, by file name, read with this pin (it describes data/tiles).
     index: dict[str, TileEntry] = field(default_factory=dict)
     scene_crs: dict[str, str | None] = field(default_factory=dict)
+    rev: str | None = None  # the git revision the pin was read at (None: the workspace)
+    assignment: Assignment | None = None  # the registry assignment that named ``rev``
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ def _load_json(blob: lockfile.PinnedBytes, what: str) -> Any:
         return json.loads(blob.data)
     except ValueError as exc:
         raise ModelError(f"{blob.origin}: {what} is not valid JSON ({exc})") from exc
+
+
+def _lookups(index: TileIndex) -> tuple[dict[str, TileEntry], dict[str, str | None]]:
+    return {t.file: t for t in index.tiles}, {sid: sc.crs for sid, sc in index.scenes.items()}
 
 
 class Service:
@@ -129,7 +136,8 @@ class Service:
         service.roots = TileRoots.from_dirs(service.tiles_dir, service.cache)
         service._lock_signature = service._signature()
         try:
-            loaded = service._load_model(service._read_pin())
+            rev, assignment = service._source()
+            loaded = service._load_model(service._read_pin(rev), rev, assignment)
         except SatpipeError as exc:
             service._set(Serving(None, str(exc)))
         else:
@@ -148,13 +156,21 @@ class Service:
         if self.on_change is not None:
             self.on_change(previous, serving)
 
-    def _read_pin(self) -> lockfile.Pin:
+    def _source(self) -> tuple[str | None, Assignment | None]:
+        """The revision to read the pin at, and the assignment that named it (if any)."""
         s = self.settings
-        if s.rev is None:
+        if s.artifact is not None and s.stage is not None:
+            assignment = resolve(s.repo_root, s.artifact, s.stage)
+            return assignment.rev, assignment
+        return s.rev, None
+
+    def _read_pin(self, rev: str | None) -> lockfile.Pin:
+        s = self.settings
+        if rev is None:
             lock, source = lockfile.read_lock(self.lock_path), s.lock_file
         else:
-            source = f"{s.lock_file}@{s.rev}"
-            raw = lockfile.read_at_rev(s.repo_root, s.lock_file, s.rev)
+            source = f"{s.lock_file}@{rev}"
+            raw = lockfile.read_at_rev(s.repo_root, s.lock_file, rev)
             lock = lockfile.parse_lock(raw, source)
         return lockfile.pin(
             lock,
@@ -165,8 +181,10 @@ class Service:
             tile_stage=s.tile_stage,
         )
 
-    def _load_model(self, pin: lockfile.Pin) -> LoadedModel:
-        root, rev, cache = self.settings.repo_root, self.settings.rev, self.cache
+    def _load_model(
+        self, pin: lockfile.Pin, rev: str | None, assignment: Assignment | None = None
+    ) -> LoadedModel:
+        root, cache = self.settings.repo_root, self.cache
         if rev is not None:
             blob = lockfile.read_pinned_at_rev(root, pin.model, rev)
             index_blob = lockfile.read_pinned_at_rev(root, pin.tile_index, rev)
@@ -179,8 +197,13 @@ class Service:
             expectations = Expectations.from_pin(pin, index)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise LockfileError(f"{index_blob.origin}: no usable tiling ({exc!r})") from exc
-        lookups, crs = self._workspace_index()
-        return LoadedModel(model, blob.md5, blob.origin, pin, expectations, lookups, crs)
+        if rev is None and index_blob.origin == f"workspace:{self.settings.tile_index_path}":
+            lookups, crs = _lookups(index)  # the workspace index is the pinned one: parse once
+        else:
+            lookups, crs = self._workspace_index()
+        return LoadedModel(
+            model, blob.md5, blob.origin, pin, expectations, lookups, crs, rev, assignment
+        )
 
     def _workspace_index(self) -> tuple[dict[str, TileEntry], dict[str, str | None]]:
         """The workspace tile index by file name (it describes the tiles directory)."""
@@ -190,9 +213,12 @@ class Service:
         except SatpipeError as exc:
             log.warning("%s: no tile lookups (%s); tiles served without id or window", path, exc)
             return {}, {}
-        return {t.file: t for t in index.tiles}, {sid: sc.crs for sid, sc in index.scenes.items()}
+        return _lookups(index)
 
-    def _signature(self) -> tuple[int, int, int] | None:
+    def _signature(self) -> tuple[object, ...] | None:
+        """What changes when the pin may have: ``dvc.lock``'s stat, or the registry's tags."""
+        if self.settings.artifact is not None:
+            return tags_signature(self.settings.repo_root)
         try:
             st = os.stat(self.lock_path)
         except OSError:
@@ -202,7 +228,9 @@ class Service:
     def check_pin(self) -> None:
         """Look at the pin once; load, verify and swap in the model of a new one.
 
-        Costs one ``stat`` while ``dvc.lock`` is unchanged and the service is ready. A lock
+        Costs one ``stat`` while ``dvc.lock`` is unchanged and the service is ready (serving
+        by registry stage: a ``stat`` of the tag refs, and GTO reads the registry only when
+        they change). A lock
         that changes while it is read, or cannot be parsed, may be one DVC is rewriting: it is
         read again on the next call, and reported (not ready) only if it is still unreadable
         ``reload_settle`` seconds later. A new pin whose model cannot be loaded makes the
@@ -216,7 +244,8 @@ class Service:
             if signature == self._lock_signature and self.serving.ready:
                 return
             try:
-                pin = self._read_pin()
+                rev, assignment = self._source()
+                pin = self._read_pin(rev)
             except LockfileError as exc:
                 self._unreadable(signature, str(exc))
                 return
@@ -224,7 +253,7 @@ class Service:
                 return  # rewritten while being read: read it again next time
             self._unreadable_since = None
             self._lock_signature = signature
-            self._take(pin)
+            self._take(pin, rev, assignment)
 
     def _unreadable(self, signature: tuple[int, int, int] | None, reason: str) -> None:
         now = time.monotonic()
@@ -235,18 +264,20 @@ class Service:
             if self.serving.reason != reason:
                 self._set(Serving(self.serving.loaded, reason))
 
-    def _take(self, pin: lockfile.Pin) -> None:
+    def _take(self, pin: lockfile.Pin, rev: str | None, assignment: Assignment | None) -> None:
         current = self.serving.loaded
         if (
             current is not None
             and current.md5 == pin.model.md5
             and current.pin.tile_index.md5 == pin.tile_index.md5
         ):
-            if not self.serving.ready:
+            if current.assignment != assignment:  # another version naming the same model
+                self._set(Serving(replace(current, rev=rev, assignment=assignment), ""))
+            elif not self.serving.ready:
                 self._set(Serving(current, ""))
             return
         try:
-            loaded = self._load_model(pin)
+            loaded = self._load_model(pin, rev, assignment)
         except SatpipeError as exc:
             reason = f"{pin.source} now pins {pin.model.path} md5 {pin.model.md5}: {exc}"
             if reason != self.serving.reason:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from serve.errors import SettingsError
 
@@ -27,6 +27,12 @@ class Settings(BaseModel):
     repo: Path = Field(Path("."), description="root of the DVC project (holds dvc.lock)")
     rev: str | None = Field(
         None, description="serve the model pinned at this git revision (tag, branch, commit)"
+    )
+    artifact: str | None = Field(
+        None, description="serve by registry stage: the GTO artifact (with SATPIPE_STAGE)"
+    )
+    stage: str | None = Field(
+        None, description="serve the model of this artifact's latest assignment to this stage"
     )
     lock_file: str = Field("dvc.lock", description="lock file, relative to repo")
     model_path: str = Field("data/model.json", description="the train stage's model output")
@@ -61,6 +67,14 @@ class Settings(BaseModel):
         description="how long a thread may hold the GIL while another waits (Python: 5 ms)",
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Settings:
+        if (self.artifact is None) != (self.stage is None):
+            raise ValueError("set both SATPIPE_ARTIFACT and SATPIPE_STAGE, or neither")
+        if self.artifact is not None and self.rev is not None:
+            raise ValueError("SATPIPE_REV and SATPIPE_ARTIFACT/SATPIPE_STAGE exclude each other")
+        return self
+
     @property
     def repo_root(self) -> Path:
         """The project root as an absolute path."""
@@ -89,11 +103,14 @@ class Settings(BaseModel):
             if name == "cors_origins":
                 values[name] = tuple(o.strip() for o in raw.split(",") if o.strip())
             else:
-                values[name] = raw if raw != "" or name not in ("rev", "api_key") else None
+                empty_is_none = ("rev", "api_key", "artifact", "stage")
+                values[name] = raw if raw != "" or name not in empty_is_none else None
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
-            name = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings (_one_source)
+                raise SettingsError(str(err["msg"]).removeprefix("Value error, ")) from exc
+            name = str(err["loc"][0])
             shown = "***" if name == "api_key" else values.get(name)
             raise SettingsError(f"{ENV_PREFIX}{name.upper()}={shown!r}: {err['msg']}") from exc
