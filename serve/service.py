@@ -108,8 +108,9 @@ class Service:
         self.roots = TileRoots.from_dirs(self.tiles_dir, None)
         self.verified = VerifiedFiles()
         self.on_change = on_change
-        self._lock_signature: tuple[int, int, int] | None = None
+        self._lock_signature: tuple[object, ...] | None = None
         self._unreadable_since: float | None = None
+        self._retry_at = 0.0  # while not ready with nothing changed: when to try again
         self._checking = threading.Lock()
 
     @property
@@ -234,15 +235,18 @@ class Service:
         that changes while it is read, or cannot be parsed, may be one DVC is rewriting: it is
         read again on the next call, and reported (not ready) only if it is still unreadable
         ``reload_settle`` seconds later. A new pin whose model cannot be loaded makes the
-        service not ready, naming the pin; it is retried on every call, so a ``dvc pull`` or
-        ``dvc repro`` that provides it makes the service ready again without a restart.
+        service not ready, naming the pin; it is tried again whenever the pin changes and every
+        :data:`RETRY_SECONDS` otherwise, so a ``dvc pull`` or ``dvc repro`` that provides it makes
+        the service ready again without a restart.
         """
         if self.settings.rev is not None:
             return
         with self._checking:  # one check at a time (the watcher, or a test calling it)
             signature = self._signature()
-            if signature == self._lock_signature and self.serving.ready:
-                return
+            if signature == self._lock_signature:
+                if self.serving.ready or time.monotonic() < self._retry_at:
+                    return
+                self._retry_at = time.monotonic() + RETRY_SECONDS
             try:
                 rev, assignment = self._source()
                 pin = self._read_pin(rev)
@@ -373,6 +377,11 @@ def _result(
         model_version=pred.model_version,
         model_md5=loaded.md5,
     )
+
+
+# While not ready and nothing changed, try loading the pin again this often (a `dvc pull` that
+# brings the model changes no file the watcher stats).
+RETRY_SECONDS = 5.0
 
 
 class PinWatcher:

@@ -190,3 +190,21 @@ def test_infer_under_load_while_the_pin_changes_twice(repo_copy: Path, tmp_path:
                 phase += 1
                 assert phase < len(order), f"{md5} out of order in {client_answers}"
         assert phase == 2, "a client did not see every pin"
+
+
+def test_a_model_that_arrives_later_is_served_without_a_restart(
+    repo_copy: Path, make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after a `dvc pull`: the pinned model appears; the lock itself does not change."""
+    md5 = _md5((repo_copy / "dvc.lock").read_text())
+    obj = lockfile.cache_object_path(repo_copy / ".dvc" / "cache", md5)
+    kept = obj.read_bytes()
+    obj.unlink()
+    (repo_copy / "data" / "model.json").unlink()
+    served = make_client(repo_copy, reload_interval=0)
+    assert served.get("/health/ready").status_code == 503
+    monkeypatch.setattr("serve.service.RETRY_SECONDS", 0.0)
+    obj.write_bytes(kept)
+    _service(served).check_pin()
+    ready = served.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["model_md5"] == md5
