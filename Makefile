@@ -20,8 +20,27 @@ lint: install
 	ruff check .
 	ruff format --check .
 
-test: lint
+test: lint airflow
 	python -m pytest
 
 serve: install
 	SATPIPE_REPO=. uvicorn serve.app:create_app --factory --host 127.0.0.1 --port 8000
+
+# Airflow in a venv of its own (its pins clash with requirements.txt); its DAG runs the stages
+# with .venv's dvc. `make test` installs it too. See README, "Scheduled runs: Airflow".
+AIRFLOW_VENV ?= orchestration/.venv
+.PHONY: airflow
+
+$(AIRFLOW_VENV)/.installed: orchestration/requirements.txt
+	python3 -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r orchestration/requirements.txt
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
+
+# Builds the service image (Dockerfile) and checks it serves a pipeline run; as root, it
+# installs podman, buildah and debootstrap if missing. See README, "Container image".
+.PHONY: container-smoke
+container-smoke: install
+	bash container/smoke.sh
