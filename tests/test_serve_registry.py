@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from satpipe import lockfile
 from serve.errors import SettingsError
 from serve.service import Service
 from serve.settings import Settings
-from tests.serve_fixtures import make_client, pipeline_repo, repo_copy, run  # noqa: F401
+from tests.serve_fixtures import make_client, pipeline_repo, run  # noqa: F401
 
 pytestmark = pytest.mark.slow
 ARTIFACT = "threshold-model"
@@ -32,14 +33,28 @@ def _commit(repo: Path, rev: str) -> str:
     return run(["git", "rev-parse", f"{rev}^{{commit}}"], repo).strip()
 
 
+@pytest.fixture(scope="module")
+def registered(pipeline_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the pipeline with v0.0.1 (tag v1) in prod and v0.0.2 (HEAD) in staging.
+
+    Built once per module (the gto commands take seconds); tests that add tags or commits
+    take their own copy through :func:`registry`.
+    """
+    repo = tmp_path_factory.mktemp("registry") / "repo"
+    shutil.copytree(pipeline_repo, repo, symlinks=True)
+    run(["gto", "register", ARTIFACT, "v1", "--version", "v0.0.1"], repo)
+    run(["gto", "register", ARTIFACT, "HEAD", "--version", "v0.0.2"], repo)
+    run(["gto", "assign", ARTIFACT, "--version", "v0.0.1", "--stage", "prod"], repo)
+    run(["gto", "assign", ARTIFACT, "--version", "v0.0.2", "--stage", "staging"], repo)
+    return repo
+
+
 @pytest.fixture
-def registry(repo_copy: Path) -> Path:
-    """The pipeline copy with v0.0.1 (tag v1) in prod and v0.0.2 (HEAD) in staging."""
-    run(["gto", "register", ARTIFACT, "v1", "--version", "v0.0.1"], repo_copy)
-    run(["gto", "register", ARTIFACT, "HEAD", "--version", "v0.0.2"], repo_copy)
-    run(["gto", "assign", ARTIFACT, "--version", "v0.0.1", "--stage", "prod"], repo_copy)
-    run(["gto", "assign", ARTIFACT, "--version", "v0.0.2", "--stage", "staging"], repo_copy)
-    return repo_copy
+def registry(registered: Path, tmp_path: Path) -> Path:
+    """A private copy of :func:`registered` to add tags or commits to."""
+    dest = tmp_path / "repo"
+    shutil.copytree(registered, dest, symlinks=True)
+    return dest
 
 
 def _first_tile(repo: Path) -> str:
@@ -47,8 +62,9 @@ def _first_tile(repo: Path) -> str:
 
 
 def test_serves_the_version_assigned_to_each_stage(
-    registry: Path, make_client: Callable[..., TestClient]
+    registered: Path, make_client: Callable[..., TestClient]
 ) -> None:
+    registry = registered
     for stage, version, rev in (("prod", "v0.0.1", "v1"), ("staging", "v0.0.2", "HEAD")):
         served = make_client(registry, artifact=ARTIFACT, stage=stage, reload_interval=0)
         info = served.get("/model").json()
@@ -87,9 +103,9 @@ def test_a_new_assignment_is_picked_up_without_a_restart(
     ],
 )
 def test_unknown_artifact_or_unassigned_stage_is_not_ready(
-    registry: Path, make_client: Callable[..., TestClient], artifact: str, stage: str, named: str
+    registered: Path, make_client: Callable[..., TestClient], artifact: str, stage: str, named: str
 ) -> None:
-    served = make_client(registry, artifact=artifact, stage=stage, reload_interval=0)
+    served = make_client(registered, artifact=artifact, stage=stage, reload_interval=0)
     for got in (served.get("/health/ready"), served.post("/infer", json={"tile_path": "x.tif"})):
         assert got.status_code == 503
         assert named in got.json()["detail"] and "\n" not in got.json()["detail"]
