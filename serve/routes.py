@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import satpipe
 from satpipe.errors import SatpipeError
-from serve.errors import AuthError, NotReadyError, status_for
+from serve.errors import AuthError, status_for
 from serve.metrics import Metrics
 from serve.schemas import (
     BatchItem,
@@ -120,14 +120,11 @@ async def ready(ctx: ReadyDep) -> Readiness:
     },
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus text format: requests, latencies, predictions, the loaded model."""
+    """Prometheus text format: requests, latencies, predictions, the loaded model.
+
+    The model gauges are kept current by the service as its state changes (``serve.app``).
+    """
     metrics: Metrics = request.app.state.metrics
-    try:
-        request.app.state.service.require_ready()
-    except NotReadyError:
-        metrics.ready.set(0)
-    else:
-        metrics.ready.set(1)
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

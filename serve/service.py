@@ -113,17 +113,6 @@ class Service:
         self._retry_at = 0.0  # while not ready with nothing changed: when to try again
         self._checking = threading.Lock()
 
-    @property
-    def loaded(self) -> LoadedModel | None:
-        """The model being served (``None`` when not ready)."""
-        serving = self.serving
-        return serving.loaded if serving.ready else None
-
-    @property
-    def reason(self) -> str:
-        """Why the service is not ready (empty when it is)."""
-        return self.serving.reason
-
     @classmethod
     def load(
         cls, settings: Settings, on_change: Callable[[Serving, Serving], None] | None = None

@@ -13,6 +13,7 @@ Import what a module needs explicitly: ``from tests.serve_fixtures import pipeli
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -88,6 +89,11 @@ def _build_pipeline(repo: Path) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "--quiet", "-m", "v2"], repo)
     return repo
+
+
+def first_tile(repo: Path) -> str:
+    """The path (relative to the tiles directory) of the first tile in ``repo``'s index."""
+    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]["file"]
 
 
 @pytest.fixture

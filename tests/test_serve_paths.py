@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from serve.errors import TilePathError
 from serve.paths import check_tile_path
 from tests.serve_fixtures import (  # noqa: F401
     client,
+    first_tile,
     make_client,
     pipeline_repo,
     repo_copy,
@@ -80,16 +80,12 @@ def test_plain_relative_tile_paths_pass_the_text_checks(good: str) -> None:
     assert check_tile_path(good) == good
 
 
-def _first_tile(repo: Path) -> str:
-    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]["file"]
-
-
 def test_symlinks_escaping_the_tiles_directory_are_refused(
     repo_copy: Path, make_client: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     tiles = repo_copy / "data" / "tiles"
     secret = tmp_path / "secret.tif"
-    shutil.copy(tiles / _first_tile(repo_copy), secret)  # a real tile, but outside
+    shutil.copy(tiles / first_tile(repo_copy), secret)  # a real tile, but outside
     (tiles / "escape.tif").symlink_to(secret)
     (tiles / "dangling.tif").symlink_to(tmp_path / "nowhere" / "x.tif")
     (tiles / "up").symlink_to("..")
@@ -101,7 +97,7 @@ def test_symlinks_escaping_the_tiles_directory_are_refused(
         got = client.post("/infer", json={"tile_path": name})
         assert got.status_code == 400, got.text
         assert "outside the tiles directory" in got.json()["detail"]
-    inside = client.post("/infer", json={"tile_path": f"up/tiles/{_first_tile(repo_copy)}"})
+    inside = client.post("/infer", json={"tile_path": f"up/tiles/{first_tile(repo_copy)}"})
     assert inside.status_code == 200
     # A link into the DVC cache is followed, but a non-TIFF object there is still refused.
     assert client.post("/infer", json={"tile_path": "cached.tif"}).status_code == 415
@@ -120,7 +116,7 @@ def test_every_dvc_cache_link_type_serves_the_same_answers(
 ) -> None:
     run(["dvc", "config", "cache.type", link_type], repo_copy)
     run(["dvc", "checkout", "--relink", "--quiet"], repo_copy)
-    tile = repo_copy / "data" / "tiles" / _first_tile(repo_copy)
+    tile = repo_copy / "data" / "tiles" / first_tile(repo_copy)
     model = repo_copy / "data" / "model.json"
     if link_type == "symlink":
         assert tile.is_symlink() and model.is_symlink()
@@ -128,7 +124,7 @@ def test_every_dvc_cache_link_type_serves_the_same_answers(
         assert os.stat(tile).st_nlink == 2 and os.stat(model).st_nlink == 2
     linked = make_client(repo_copy)
     assert linked.get("/health/ready").json()["model_md5"] == _model_md5(repo_copy)
-    body = {"tile_path": _first_tile(repo_copy)}
+    body = {"tile_path": first_tile(repo_copy)}
     got = linked.post("/infer", json=body)
     assert got.status_code == 200
     assert got.json() == client.post("/infer", json=body).json()
@@ -138,12 +134,12 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     tiles = repo_copy / "data" / "tiles"
-    first = tiles / _first_tile(repo_copy)
+    first = tiles / first_tile(repo_copy)
     (tiles / "broken.tif").write_bytes(first.read_bytes()[:600])  # TIFF header, no pixels
     (tiles / "fake.tif").write_text("not a tiff")
     (tiles / "notes.txt").write_text("hello")
     (tiles / "folder.tif").mkdir()
-    indexed = tiles / _first_tile(repo_copy)
+    indexed = tiles / first_tile(repo_copy)
     indexed.chmod(0o644)
     indexed.write_bytes(indexed.read_bytes()[:-100])  # changed since the index was built
     client = make_client(repo_copy)

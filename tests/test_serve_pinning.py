@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from satpipe import lockfile
 from tests.serve_fixtures import (  # noqa: F401
     client,
+    first_tile,
     make_client,
     pipeline_repo,
     repo_copy,
@@ -29,10 +30,6 @@ pytestmark = pytest.mark.slow
 
 def _pin(repo: Path) -> lockfile.Pin:
     return lockfile.pin(lockfile.read_lock(repo / "dvc.lock"))
-
-
-def _first_tile(repo: Path) -> str:
-    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]["file"]
 
 
 def _tamper(repo: Path) -> None:
@@ -48,7 +45,7 @@ def _drop_cached_model(repo: Path) -> None:
 
 
 def _assert_nothing_served(client: TestClient, repo: Path, *reason: str) -> None:
-    tile = _first_tile(repo)
+    tile = first_tile(repo)
     upload = tile_bytes()
     calls = [
         client.get("/health/ready"),
@@ -76,7 +73,7 @@ def test_tampered_model_with_its_cache_object_is_served_from_the_cache(
     ready = served.get("/health/ready").json()
     assert ready["model_md5"] == _pin(repo_copy).model.md5
     assert ready["origin"].startswith("cache:")
-    body = {"tile_path": _first_tile(repo_copy)}
+    body = {"tile_path": first_tile(repo_copy)}
     assert served.post("/infer", json=body).json() == client.post("/infer", json=body).json()
 
 
@@ -102,7 +99,7 @@ def test_missing_model_is_loaded_from_the_dvc_cache(
     assert ready.status_code == 200
     assert ready.json()["model_md5"] == _pin(repo_copy).model.md5
     assert ready.json()["origin"].startswith("cache:")
-    assert served.post("/infer", json={"tile_path": _first_tile(repo_copy)}).status_code == 200
+    assert served.post("/infer", json={"tile_path": first_tile(repo_copy)}).status_code == 200
 
 
 def test_missing_model_and_cache_object_says_how_to_get_it(
@@ -136,7 +133,7 @@ def test_serves_the_model_pinned_at_another_revision(
         info["lock_entry"]
         == yaml.safe_load(run(["git", "show", "v1:dvc.lock"], pipeline_repo))["stages"]["train"]
     )
-    body = {"tile_path": _first_tile(pipeline_repo)}
+    body = {"tile_path": first_tile(pipeline_repo)}
     got = served.post("/infer", json=body).json()
     assert got["model_md5"] == old.model.md5 and got["in_index"] is True
     assert got["model_version"] != client.post("/infer", json=body).json()["model_version"]

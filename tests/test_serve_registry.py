@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from satpipe import lockfile
 from serve.errors import SettingsError
 from serve.service import Service
 from serve.settings import Settings
-from tests.serve_fixtures import make_client, pipeline_repo, run  # noqa: F401
+from tests.serve_fixtures import first_tile, make_client, pipeline_repo, run  # noqa: F401
 
 pytestmark = pytest.mark.slow
 ARTIFACT = "threshold-model"
@@ -57,10 +56,6 @@ def registry(registered: Path, tmp_path: Path) -> Path:
     return dest
 
 
-def _first_tile(repo: Path) -> str:
-    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]["file"]
-
-
 def test_serves_the_version_assigned_to_each_stage(
     registered: Path, make_client: Callable[..., TestClient]
 ) -> None:
@@ -76,7 +71,7 @@ def test_serves_the_version_assigned_to_each_stage(
         }
         assert info["rev"] == _commit(registry, rev)
         assert info["model_md5"] == _md5_at(registry, rev)
-        got = served.post("/infer", json={"tile_path": _first_tile(registry)}).json()
+        got = served.post("/infer", json={"tile_path": first_tile(registry)}).json()
         assert got["model_md5"] == _md5_at(registry, rev)
 
 

@@ -10,7 +10,6 @@ watcher and drives ``/infer`` from four clients while the pin changes twice.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -24,6 +23,7 @@ from fastapi.testclient import TestClient
 from satpipe import lockfile
 from serve.service import Service
 from tests.serve_fixtures import (  # noqa: F401
+    first_tile,
     make_client,
     pipeline_repo,
     repo_copy,
@@ -36,10 +36,6 @@ pytestmark = pytest.mark.slow
 
 def _md5(lock_text: str) -> str:
     return lockfile.pin(lockfile.parse_lock(lock_text)).model.md5
-
-
-def _first_tile(repo: Path) -> str:
-    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]["file"]
 
 
 def _service(client: TestClient) -> Service:
@@ -65,7 +61,7 @@ def test_a_new_pin_is_loaded_and_swapped_in_without_a_restart(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     served = make_client(repo_copy, reload_interval=0)
-    body = {"tile_path": _first_tile(repo_copy)}
+    body = {"tile_path": first_tile(repo_copy)}
     lock_path = repo_copy / "dvc.lock"
     current = lock_path.read_text()
     old = run(["git", "show", "v1:dvc.lock"], repo_copy)
@@ -92,7 +88,7 @@ def test_a_pin_that_cannot_be_loaded_is_not_served_and_recovers(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     served = make_client(repo_copy, reload_interval=0)
-    body = {"tile_path": _first_tile(repo_copy)}
+    body = {"tile_path": first_tile(repo_copy)}
     lock_path = repo_copy / "dvc.lock"
     original = lock_path.read_text()
     lock_path.write_text(original.replace(_md5(original), "a" * 32))
@@ -118,7 +114,7 @@ def test_a_lock_caught_mid_write_is_read_again_not_taken_for_a_pin(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     served = make_client(repo_copy, reload_interval=0, reload_settle=0.3)
-    body = {"tile_path": _first_tile(repo_copy)}
+    body = {"tile_path": first_tile(repo_copy)}
     lock_path = repo_copy / "dvc.lock"
     original = lock_path.read_text()
     start = time.monotonic()
@@ -144,7 +140,7 @@ def test_infer_under_load_while_the_pin_changes_twice(repo_copy: Path, tmp_path:
     first = run(["git", "show", "v1:dvc.lock"], repo_copy)
     order = [_md5(first), _md5(second), _md5(first)]
     lock_path.write_text(first)
-    body = {"tile_path": _first_tile(repo_copy)}
+    body = {"tile_path": first_tile(repo_copy)}
     stop = threading.Event()
     answers: list[list[tuple[int, str | None]]] = [[] for _ in range(4)]
 
