@@ -113,8 +113,16 @@ def client_main(args: argparse.Namespace) -> None:
     if args.client == "infer":
         requests = [_infer_request(t) for t in tiles]
     else:
+        sys.path.insert(0, str(ROOT))
+        from satpipe.packs import read_member
+
         tiles_dir = Path(args.repo) / args.tiles_dir
-        requests = [_upload_request(t, (tiles_dir / t).read_bytes()) for t in tiles]
+        requests = [
+            _upload_request(
+                t["file"], read_member(tiles_dir / t["pack"], t["offset"], t["length"])[0]
+            )
+            for t in index["tiles"]
+        ]
     try:  # uvloop, as the server uses: the client shares the cores, so it should cost little
         import uvloop
 
@@ -194,12 +202,16 @@ def _calibrate(args: argparse.Namespace) -> float:
     """
     sys.path.insert(0, str(ROOT))
     from satpipe import model as model_lib
-    from satpipe.inference import predict_file
+    from satpipe.inference import TileSource, predict_file
+    from satpipe.records import TileEntry
 
     repo = Path(args.repo)
     index = json.loads((repo / args.tile_index).read_text())
     model = model_lib.load(repo / "data" / "model.json", repo)
-    paths = [(repo / args.tiles_dir / t["file"], t["sha256"]) for t in index["tiles"]]
+    paths = [
+        (TileSource.of_entry(repo / args.tiles_dir, TileEntry.from_json(t)), t["sha256"])
+        for t in index["tiles"]
+    ]
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()

@@ -19,6 +19,7 @@ Targets (issue 11): per-tile cost flat from 1,000 to 100,000 tiles (at most 1.5x
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import socket
@@ -104,7 +105,7 @@ def point(tiles: int, work: Path) -> dict[str, float]:
     remote = work / "remote"
     subprocess.run([dvc, "remote", "add", "-d", "local", str(remote)], cwd=repo, env=tool_env())
     out = {"repro": timed([dvc, "repro", "--quiet"], repo)}
-    out["tiles"] = sum(1 for _ in (repo / "data/tiles").rglob("*.tif"))
+    out["tiles"] = json.loads((repo / "data/tile_index.json").read_text())["tile_count"]
     out["status"] = timed([dvc, "status", "--quiet"], repo)
     out["push"] = timed([dvc, "push", "--quiet"], repo)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=tool_env())

@@ -26,6 +26,7 @@ from satpipe.errors import SatpipeError, TileError
 from satpipe.features import tile_measurements
 from satpipe.files import sha256_bytes
 from satpipe.model import Model
+from satpipe.packs import MemberSignature, read_member, vsi_path
 from satpipe.raster import FileSignature, Raster, decode_tile, read_file_signed
 from satpipe.records import TileEntry, TileFailure, TilePrediction, by_scene
 
@@ -103,65 +104,102 @@ def predict_raster(raster: Raster, model: Model, name: str) -> Prediction:
 
 
 class VerifiedFiles:
-    """Files whose bytes matched an expected sha256, remembered by their signature.
+    """Tiles whose bytes matched an expected sha256, remembered by their signature.
 
     A long-running reader (the REST service) sees the same tiles again and again; once a tile's
     bytes have matched the index, an unchanged signature (device, inode, size, mtime and ctime
-    in ns, see :func:`~satpipe.raster.read_file_signed`) stands for the same bytes, as in DVC's
+    in ns, see :func:`~satpipe.raster.read_file_signed`; for a pack member, the pack's and the
+    member's offset and length) stands for the same bytes, as in DVC's
     state database, and the hash is skipped. Any write, rename over or replacement changes the
     signature and the file is hashed again. Safe to share between threads; bounded in size.
     """
 
     def __init__(self, max_entries: int = 1 << 16) -> None:
         self.max_entries = max_entries
-        self._seen: dict[tuple[FileSignature, str], None] = {}
+        self._seen: dict[tuple[FileSignature | MemberSignature, str], None] = {}
 
-    def __contains__(self, key: tuple[FileSignature, str]) -> bool:
+    def __contains__(self, key: tuple[FileSignature | MemberSignature, str]) -> bool:
         return key in self._seen
 
-    def add(self, key: tuple[FileSignature, str]) -> None:
+    def add(self, key: tuple[FileSignature | MemberSignature, str]) -> None:
         """Remember a (signature, sha256) pair that was checked."""
         if len(self._seen) >= self.max_entries:
             self._seen.clear()
         self._seen[key] = None
 
 
+@dataclass(frozen=True)
+class TileSource:
+    """Where a tile's bytes are: a whole file, or ``length`` bytes at ``offset`` of a pack.
+
+    ``name`` is how messages name it: the file's path, or the member's GDAL path
+    (``/vsizip/<pack>/<member>``), which opens it in place.
+    """
+
+    path: Path
+    name: str
+    offset: int | None = None
+    length: int = 0
+
+    @classmethod
+    def of_entry(cls, tiles_dir: Path, entry: TileEntry) -> TileSource:
+        """The packed bytes of a tile-index entry, in the tiles directory ``tiles_dir``."""
+        pack = tiles_dir / entry.pack
+        return cls(pack, vsi_path(pack, entry.file), entry.offset, entry.length)
+
+    def read(self) -> tuple[bytes, FileSignature | MemberSignature]:
+        """The tile's bytes and their signature (see :class:`VerifiedFiles`).
+
+        Raises:
+            RasterReadError: the file or pack cannot be read, or the pack is cut short.
+        """
+        if self.offset is None:
+            return read_file_signed(self.path)
+        return read_member(self.path, self.offset, self.length, self.name)
+
+
 def predict_file(
-    path: Path | str,
+    path: Path | str | TileSource,
     model: Model,
     expected_sha256: str | None = None,
     verified: VerifiedFiles | None = None,
 ) -> Prediction:
-    """Read a tile file once and classify it, optionally checking its sha256 first.
+    """Read a tile once (a file, or a pack member) and classify it, checking its sha256 first.
 
-    With ``verified``, a file already checked against ``expected_sha256`` and unchanged since
+    With ``verified``, a tile already checked against ``expected_sha256`` and unchanged since
     is not hashed again.
 
     Raises:
         TileError: the content does not match ``expected_sha256``, or the tile is unusable.
-        RasterReadError, NotGeoTIFFError: the file cannot be read as a GeoTIFF.
+        RasterReadError, NotGeoTIFFError: the tile cannot be read as a GeoTIFF.
     """
-    return predict_raster(read_tile(path, expected_sha256, verified), model, str(path))
+    source = path if isinstance(path, TileSource) else TileSource(Path(path), str(path))
+    return predict_raster(read_tile(source, expected_sha256, verified), model, source.name)
 
 
 def read_tile(
-    path: Path | str, expected_sha256: str | None = None, verified: VerifiedFiles | None = None
+    path: Path | str | TileSource,
+    expected_sha256: str | None = None,
+    verified: VerifiedFiles | None = None,
 ) -> Raster:
-    """Read and decode a tile file once, checking its sha256 first when one is expected.
+    """Read and decode a tile once, checking its sha256 first when one is expected.
 
     Raises:
         TileError: the content does not match ``expected_sha256``.
-        RasterReadError, NotGeoTIFFError: the file cannot be read as a GeoTIFF.
+        RasterReadError, NotGeoTIFFError: the tile cannot be read as a GeoTIFF.
     """
-    blob, signature = read_file_signed(path)
+    source = path if isinstance(path, TileSource) else TileSource(Path(path), str(path))
+    blob, signature = source.read()
     if expected_sha256 is not None:
         key = (signature, expected_sha256)
         if verified is None or key not in verified:
             if (got := sha256_bytes(blob)) != expected_sha256:
-                raise TileError(f"{path}: sha256 is {got}; the tile index says {expected_sha256}")
+                raise TileError(
+                    f"{source.name}: sha256 is {got}; the tile index says {expected_sha256}"
+                )
             if verified is not None:
                 verified.add(key)
-    return decode_tile(blob, str(path))
+    return decode_tile(blob, source.name)
 
 
 def _summary(values: np.ndarray) -> dict[str, Any]:
@@ -195,9 +233,9 @@ def predict_tiles(
     ready: list[tuple[int, TileEntry, ModelInput, float]] = []
     for tile in tiles:
         start = time.perf_counter()
-        path = tiles_dir / tile.file
+        source = TileSource.of_entry(tiles_dir, tile)
         try:
-            item = model_input(read_tile(path, tile.sha256), model, str(path))
+            item = model_input(read_tile(source, tile.sha256), model, source.name)
         except (SatpipeError, OSError) as exc:
             failure = TileFailure(id=tile.id, scene=tile.scene, path=tile.file, error=str(exc))
             out.append((failure, 0.0))

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from satpipe.errors import ModelError
 from satpipe.files import read_json
 
-INDEX_SCHEMA = 2
+INDEX_SCHEMA = 3  # 3: tiles are members of per-scene packs (satpipe.packs)
 
 
 class _Record:
@@ -156,7 +156,12 @@ class IndexedScene(SceneInfo):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TileEntry(_Record):
-    """One tile of the index: where it is, its file's hash, its features and its reference."""
+    """One tile of the index: where it is, its bytes' hash, its features and its reference.
+
+    ``file`` is the tile's path as clients name it (relative to the tiles directory); its bytes
+    are ``length`` bytes at ``offset`` of the pack ``pack`` (see :mod:`satpipe.packs`), where
+    they are the ZIP member named ``file``.
+    """
 
     _nested: ClassVar[dict[str, type[_Record]]] = {"window": TileWindow}
     _optional: ClassVar[frozenset[str]] = frozenset({"scene"})
@@ -164,6 +169,9 @@ class TileEntry(_Record):
     id: str
     scene: str | None = None
     file: str
+    pack: str
+    offset: int
+    length: int
     window: TileWindow
     bounds: tuple[float, float, float, float]
     sha256: str

@@ -12,8 +12,9 @@ skipped.
 Each tile is a GeoTIFF carrying the scene's CRS and the transform of its window, named from its
 offsets (``r{row_off:06d}_c{col_off:06d}.tif``). The scene is read with windowed reads only, in
 row order, in bands of whole internal blocks so that each block is decoded about once; each band
-is a task for a :mod:`satpipe.engine` (inline, a process pool, or Dask), and results are
-assembled in grid order, so the output does not depend on the engine or the number of workers.
+is a task for a :mod:`satpipe.engine` (inline, a process pool, or Dask) that returns its encoded
+tiles, and this process appends them in grid order to the scene's pack (:mod:`satpipe.packs`),
+so the output does not depend on the engine or the number of workers.
 
 When the scene has a label raster (see :mod:`satpipe.labels`), the same rows of it are read with
 each band of tiles, and every tile's entry records its labelled fraction and reference class.
@@ -21,6 +22,7 @@ each band of tiles, and every tile's entry records its labelled fraction and ref
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import Counter
@@ -40,6 +42,7 @@ from satpipe.features import FeatureSpec, tile_measurements
 from satpipe.files import sha256_bytes
 from satpipe.grid import axis_offsets, tile_id
 from satpipe.labels import LabelLookup, tile_reference
+from satpipe.packs import PackWriter, pack_name
 from satpipe.params import FeaturesParams, TileParams
 from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
 from satpipe.records import SceneInfo, SceneRecord, TileEntry, TileIndex, TileWindow
@@ -94,7 +97,6 @@ class TileContext:
     """What every tiling task needs besides its job (picklable, sent to each worker)."""
 
     scene: Path
-    out_dir: Path
     profile: dict[str, Any]
     nodata: float | None
     spec: FeatureSpec
@@ -105,9 +107,10 @@ class TileContext:
     min_labelled: float = 0.5
 
 
-def run_job(ctx: TileContext, job: TileJob) -> tuple[list[TileEntry], Counter]:
-    """Read one band of rows, write its tiles, and return their index entries and skip counts.
+def run_job(ctx: TileContext, job: TileJob) -> tuple[list[tuple[TileEntry, bytes]], Counter]:
+    """Read one band of rows; return its tiles (index entry and GeoTIFF bytes) and skip counts.
 
+    The entries' ``offset`` is 0 until the tile is appended to its pack (:func:`cut_scenes`).
     Each call opens its own dataset handle, so it can run in any thread or process.
     """
     with open_scene(ctx.scene) as src:
@@ -133,7 +136,6 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[TileEntry], Counter]:
         tid = tile_id(win.row_off, win.col_off)
         if ctx.scene_id is not None:
             tid = f"{ctx.scene_id}/{tid}"
-        (ctx.out_dir / f"{tid}.tif").write_bytes(blob)
         ref = None
         if codes is not None and ctx.lookup is not None:
             ref = tile_reference(
@@ -141,21 +143,23 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[TileEntry], Counter]:
                 ctx.lookup,
                 ctx.min_labelled,
             )
-        entries.append(
-            TileEntry(
-                id=tid,
-                scene=ctx.scene_id,
-                file=f"{tid}.tif",
-                window=TileWindow(win.row_off, win.col_off, win.width, win.height),
-                bounds=windows.bounds(win, scene_transform),
-                sha256=sha256_bytes(blob),
-                valid_fraction=feats.valid_fraction,
-                mean_intensity=feats.mean_intensity,
-                features=vector,
-                labelled_fraction=ref.labelled_fraction if ref else 0.0,
-                reference=ref.reference if ref else None,
-            )
+        entry = TileEntry(
+            id=tid,
+            scene=ctx.scene_id,
+            file=f"{tid}.tif",
+            pack=pack_name(ctx.scene_id),
+            offset=0,
+            length=len(blob),
+            window=TileWindow(win.row_off, win.col_off, win.width, win.height),
+            bounds=windows.bounds(win, scene_transform),
+            sha256=sha256_bytes(blob),
+            valid_fraction=feats.valid_fraction,
+            mean_intensity=feats.mean_intensity,
+            features=vector,
+            labelled_fraction=ref.labelled_fraction if ref else 0.0,
+            reference=ref.reference if ref else None,
         )
+        entries.append((entry, blob))
     return entries, skipped
 
 
@@ -174,12 +178,12 @@ def cut_tiles(
     progress: bool = False,
     min_labelled_fraction: float = 0.5,
 ) -> tuple[list[TileEntry], dict[str, int]]:
-    """Cut ``scene`` into tile files in ``out_dir``.
+    """Cut ``scene`` into tiles, packed in ``out_dir/tiles.zip``.
 
     Args:
         scene: the validated scene GeoTIFF.
         meta: its ingest metadata (nodata, size).
-        out_dir: an existing, empty directory for the tile files.
+        out_dir: an existing, empty directory for the tile pack.
         size: tile size in pixels.
         stride: step between tile origins.
         keep_partial: write partial edge tiles (clipped) instead of skipping them.
@@ -217,7 +221,7 @@ class TilingParams:
 
 
 def _plan_scene(
-    scene: Path, meta: SceneInfo, out_dir: Path, tp: TilingParams, scene_id: str | None
+    scene: Path, meta: SceneInfo, tp: TilingParams, scene_id: str | None
 ) -> tuple[TileContext, list[TileJob], int]:
     name = scene_id or str(scene)
     width, height, count = meta.width, meta.height, meta.count
@@ -237,12 +241,9 @@ def _plan_scene(
         width, height, tp.size, tp.stride, tp.keep_partial, block_height
     )
     profile = tile_profile(count, meta.dtypes[0], tp.size, crs, nodata, tp.compress)
-    if scene_id is not None:
-        (out_dir / scene_id).mkdir(parents=True, exist_ok=True)
     labels = meta.labels
     ctx = TileContext(
         scene,
-        out_dir,
         profile,
         nodata,
         tp.spec,
@@ -255,7 +256,7 @@ def _plan_scene(
     return ctx, jobs, skipped_partial
 
 
-def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[TileEntry], Counter]:
+def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[tuple[TileEntry, bytes]], Counter]:
     return run_job(*task)
 
 
@@ -266,7 +267,10 @@ def cut_scenes(
     engine: Engine | None = None,
     progress: bool = False,
 ) -> list[tuple[list[TileEntry], dict[str, int]]]:
-    """Cut several scenes in one engine run; a scene with an id writes into ``out_dir/<id>/``.
+    """Cut several scenes in one engine run; a scene's tiles go to its pack in ``out_dir``.
+
+    Results come back in task order, so each pack is written front to back in grid order while
+    at most a few row bands of tiles are in memory.
 
     Args:
         scenes: ``(path, metadata, scene id or None)`` for each scene.
@@ -281,7 +285,7 @@ def cut_scenes(
     Raises:
         TilingError: a scene (named) is smaller than a tile, or none of its tiles survive.
     """
-    plans = [_plan_scene(path, meta, out_dir, tp, sid) for path, meta, sid in scenes]
+    plans = [_plan_scene(path, meta, tp, sid) for path, meta, sid in scenes]
     tasks = [(ctx, job) for ctx, jobs, _ in plans for job in jobs]
     owner = [i for i, (_, jobs, _) in enumerate(plans) for _ in jobs]
     results: list[tuple[list[TileEntry], Counter]] = [
@@ -291,8 +295,16 @@ def cut_scenes(
         engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
         done = engine.map(_run_task, tasks)
         bar = tqdm(done, total=len(tasks), unit="row", desc="tile", disable=not progress)
-        for i, (job_entries, job_skipped) in zip(owner, bar, strict=True):
-            results[i][0].extend(job_entries)
+        writer, writing = None, -1
+        for i, (job_tiles, job_skipped) in zip(owner, bar, strict=True):
+            if i != writing:  # tasks are grouped by scene: this scene's pack starts here
+                if writer is not None:
+                    writer.close()
+                writer = stack.enter_context(PackWriter(out_dir / pack_name(scenes[i][2])))
+                writing = i
+            for entry, blob in job_tiles:
+                offset, _ = writer.add(entry.file, blob)
+                results[i][0].append(dataclasses.replace(entry, offset=offset))
             results[i][1].update(job_skipped)
     for (path, meta, sid), (entries, skipped) in zip(scenes, results, strict=True):
         if not entries:
@@ -327,7 +339,7 @@ def tile_scenes(
     engine: Engine | None = None,
     progress: bool = False,
 ) -> tuple[TileIndex, dict[str, Any]]:
-    """Tile every scene of an ingest manifest into ``out_dir/<id>/``.
+    """Tile every scene of an ingest manifest into its pack ``out_dir/<id>.zip``.
 
     Args:
         scenes: the ingest manifest's scenes (their metadata), in order.

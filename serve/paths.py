@@ -3,8 +3,10 @@
 A tile path is relative to the tiles directory, written with ``/`` and nothing else: no absolute
 paths or drive letters, no ``..``, ``.`` or empty segments, no NUL, backslash, percent-encoding or
 other characters outside ``[A-Za-z0-9._-/]``, and a ``.tif``/``.tiff`` name. These checks are on
-the text, so encoded or doubled tricks are refused before the file system is touched. What
-passes is resolved through symlinks and must land inside the tiles directory or inside the DVC
+the text, so encoded or doubled tricks are refused before the file system is touched. A path
+the tile index lists is read from its scene's pack (:mod:`satpipe.packs`) at the index's offset;
+any other ``.tif`` in the tiles directory is read as a file. What is read, pack or file, is
+resolved through symlinks and must land inside the tiles directory or inside the DVC
 cache's file objects (DVC may check tiles out as symlinks into its cache); hardlinks and copies
 are plain files inside the tiles directory.
 """
@@ -81,11 +83,16 @@ def check_tile_path(raw: str) -> str:
 
 @dataclass(frozen=True)
 class TileFile:
-    """A checked tile path: as the client wrote it, where it really is, and its size."""
+    """A checked tile path: as the client wrote it, where its bytes really are, and their size.
+
+    An indexed tile's bytes are ``size`` bytes at ``offset`` of its pack (``path``); a tile
+    file outside the index is the whole file (``offset`` None).
+    """
 
     raw: str
     path: Path
     size: int
+    offset: int | None = None
 
 
 def _real_path(root: str, rel: str) -> tuple[str, os.stat_result]:
@@ -111,6 +118,29 @@ def resolve_tile_path(raw: str, roots: TileRoots) -> TileFile:
         TileNotFoundError: no such file.
     """
     rel = check_tile_path(raw)
+    real, st = _resolve(rel, rel, roots)
+    return TileFile(rel, Path(real), st.st_size)
+
+
+def resolve_packed_tile(
+    raw: str, pack: str, offset: int, length: int, roots: TileRoots
+) -> TileFile:
+    """Resolve an indexed tile (``raw``, already checked) to its bytes in ``pack``.
+
+    Raises:
+        TilePathError: the pack resolves outside the roots, or is not a file.
+        TileNotFoundError: the pack is not in the tiles directory.
+    """
+    parts = pack.split("/")
+    if pack.startswith("/") or ".." in parts or "" in parts:
+        raise TilePathError(f"tile_path {raw!r}: the tile index names a bad pack {pack!r}")
+    real, _ = _resolve(raw, pack, roots)
+    return TileFile(raw, Path(real), length, offset)
+
+
+def _resolve(raw: str, rel: str, roots: TileRoots) -> tuple[str, os.stat_result]:
+    """The real path and stat of ``rel`` in the tiles directory (``raw``: as the client said)."""
+    what = "" if rel == raw else f"its pack {rel!r} "
     try:
         real, st = _real_path(roots.tiles, rel)
     except FileNotFoundError:
@@ -118,15 +148,22 @@ def resolve_tile_path(raw: str, roots: TileRoots) -> TileFile:
         real = os.path.realpath(os.path.join(roots.tiles, rel))
         if not roots.contains(real):
             raise TilePathError(
-                f"tile_path {rel!r}: resolves outside the tiles directory and the DVC cache"
+                f"tile_path {raw!r}: {what}resolves outside the tiles directory and the DVC cache"
             ) from None
-        raise TileNotFoundError(f"tile_path {rel!r}: no such tile in the tiles directory") from None
+        if rel == raw:
+            raise TileNotFoundError(
+                f"tile_path {raw!r}: no such tile in the tiles directory"
+            ) from None
+        raise TileNotFoundError(
+            f"tile_path {raw!r}: its pack {rel!r} is not in the tiles directory "
+            "(run `dvc pull` or `dvc repro`)"
+        ) from None
     except OSError as exc:
-        raise TilePathError(f"tile_path {rel!r}: cannot be read ({exc.strerror})") from exc
+        raise TilePathError(f"tile_path {raw!r}: cannot be read ({exc.strerror})") from exc
     if not roots.contains(real):
         raise TilePathError(
-            f"tile_path {rel!r}: resolves outside the tiles directory and the DVC cache"
+            f"tile_path {raw!r}: {what}resolves outside the tiles directory and the DVC cache"
         )
     if not stat.S_ISREG(st.st_mode):
-        raise TilePathError(f"tile_path {rel!r}: not a regular file")
-    return TileFile(rel, Path(real), st.st_size)
+        raise TilePathError(f"tile_path {raw!r}: {what}not a regular file")
+    return real, st

@@ -131,7 +131,7 @@ async def metrics(request: Request) -> Response:
 @inference.post("/infer", responses=_errors(400, 401, 404, 413, 415, 422, 503))
 async def infer(body: InferRequest, ctx: ReadyDep) -> InferResult:
     """Classify a tile of the tiles directory, given its path relative to that directory."""
-    tile = ctx.service.resolve(body.tile_path)
+    tile = ctx.service.resolve(body.tile_path, ctx.loaded)
     result = await ctx.offload(ctx.service.classify, tile, ctx.loaded)
     ctx.metrics.predictions.labels(result.prediction, result.model_version).inc()
     return result

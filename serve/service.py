@@ -36,12 +36,24 @@ from typing import Any
 from satpipe import lockfile
 from satpipe import model as model_lib
 from satpipe.errors import LockfileError, ModelError, SatpipeError
-from satpipe.inference import Prediction, VerifiedFiles, predict_file, predict_raster
+from satpipe.inference import (
+    Prediction,
+    TileSource,
+    VerifiedFiles,
+    predict_file,
+    predict_raster,
+)
 from satpipe.raster import decode_tile
 from satpipe.records import TileEntry, TileIndex, read_index
 from serve.errors import NotReadyError
 from serve.expectations import Expectations
-from serve.paths import TileFile, TileRoots, resolve_tile_path
+from serve.paths import (
+    TileFile,
+    TileRoots,
+    check_tile_path,
+    resolve_packed_tile,
+    resolve_tile_path,
+)
 from serve.registry import Assignment, resolve, tags_signature
 from serve.schemas import InferResult, Window
 from serve.settings import Settings
@@ -289,13 +301,20 @@ class Service:
             raise NotReadyError(f"model not ready: {serving.reason}")
         return serving.loaded
 
-    def resolve(self, raw: str) -> TileFile:
-        """Check and resolve a client's tile path (cheap: text checks and one ``lstat``).
+    def resolve(self, raw: str, loaded: LoadedModel) -> TileFile:
+        """Check and resolve a client's tile path (cheap: text checks and an ``lstat`` or two).
+
+        A path ``loaded``'s tile index lists resolves to its bytes in its pack; any other to a
+        tile file in the tiles directory.
 
         Raises:
             TilePathError, TileNotFoundError: the path is refused or names no tile.
         """
-        return resolve_tile_path(raw, self.roots)
+        rel = check_tile_path(raw)
+        entry = loaded.index.get(rel)
+        if entry is None:
+            return resolve_tile_path(rel, self.roots)
+        return resolve_packed_tile(rel, entry.pack, entry.offset, entry.length, self.roots)
 
     def classify(self, tile: TileFile, loaded: LoadedModel) -> InferResult:
         """Classify a resolved tile with :func:`predict_file`, checking its sha256 when indexed.
@@ -307,9 +326,10 @@ class Service:
             SatpipeError: the tile cannot be classified (the message names ``tile.raw``).
         """
         entry = loaded.index.get(tile.raw)
+        source = TileSource(tile.path, str(tile.path), tile.offset, tile.size)
         try:
             sha = entry.sha256 if entry else None
-            pred = predict_file(tile.path, loaded.model, sha, self.verified)
+            pred = predict_file(source, loaded.model, sha, self.verified)
         except SatpipeError as exc:
             # Name the tile as the client did, not by the server's absolute path.
             raise type(exc)(str(exc).replace(str(tile.path), tile.raw)) from exc
@@ -318,7 +338,7 @@ class Service:
 
     def infer_path(self, raw: str, loaded: LoadedModel) -> InferResult:
         """Resolve and classify the tile at ``raw`` (relative to the tiles directory)."""
-        return self.classify(self.resolve(raw), loaded)
+        return self.classify(self.resolve(raw, loaded), loaded)
 
     def infer_upload(self, data: bytes, filename: str, loaded: LoadedModel) -> InferResult:
         """Classify an uploaded GeoTIFF tile after checking it against the expectations.

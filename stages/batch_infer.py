@@ -50,7 +50,7 @@ if __name__ == "__main__":
     for name, text in [
         ("model", "model JSON"),
         ("index", "tile index JSON"),
-        ("tiles_dir", "directory of tile GeoTIFFs"),
+        ("tiles_dir", "directory of tile packs (from tile)"),
         ("predictions", "output predictions JSON"),
         ("geojson", "output tile footprints GeoJSON (EPSG:4326)"),
     ]:

@@ -2,7 +2,8 @@
 
 Usage: ``python -m stages.tile <scenes_dir> <manifest.json> <tiles_dir> <tile_index.json>
 <metrics.json>``; reads ``tile`` and ``features`` (and ``engine``, not a DVC param). Tiles of
-scene ``<id>`` go to ``<tiles_dir>/<id>/``; the directory appears only when all are written.
+scene ``<id>`` are the members ``<id>/r..._c....tif`` of the pack ``<tiles_dir>/<id>.zip`` (see
+:mod:`satpipe.packs`); the directory appears only when all are written.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ if __name__ == "__main__":
     for name, text in [
         ("scenes_dir", "directory of scene GeoTIFFs (from ingest)"),
         ("manifest", "scenes JSON (from ingest)"),
-        ("tiles_dir", "output directory of tile GeoTIFFs"),
+        ("tiles_dir", "output directory of tile packs (one ZIP of GeoTIFFs per scene)"),
         ("index", "output tile index JSON"),
         ("metrics", "output metrics JSON"),
     ]:

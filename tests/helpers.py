@@ -6,9 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from satpipe.packs import read_member
+from satpipe.records import TileEntry
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -102,3 +107,21 @@ def run_stages(cwd: Path, until: str = "maps") -> None:
             pytest.fail(f"stage {name} failed ({result.returncode}):\n{result.stderr}")
         if name == until:
             return
+
+
+def indexed_tile(tiles_dir: Path, entry: Mapping[str, Any] | TileEntry) -> bytes:
+    """A tile's bytes, read from its pack in ``tiles_dir`` where its index entry says."""
+    get = entry.get if isinstance(entry, Mapping) else lambda key: getattr(entry, key)
+    data, _ = read_member(tiles_dir / get("pack"), get("offset"), get("length"))
+    return data
+
+
+def overwrite_indexed_tile(
+    tiles_dir: Path, entry: Mapping[str, Any] | TileEntry, data: bytes
+) -> None:
+    """Overwrite a tile's bytes in place in its pack (same length: a tampered tile)."""
+    get = entry.get if isinstance(entry, Mapping) else lambda key: getattr(entry, key)
+    assert len(data) == get("length"), "a tampered tile keeps its length"
+    with open(tiles_dir / get("pack"), "r+b") as fh:
+        fh.seek(get("offset"))
+        fh.write(data)

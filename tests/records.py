@@ -32,6 +32,9 @@ def tile_entry(tid: str, scene: str | None = "s", **fields: Any) -> TileEntry:
     window = fields.pop("window", None) or window_of(tid)
     defaults: dict[str, Any] = {
         "file": f"{tid}.tif",
+        "pack": f"{scene or 'tiles'}.zip",
+        "offset": 0,
+        "length": 0,
         "bounds": (0.0, 0.0, 1.0, 1.0),
         "sha256": "0" * 64,
         "valid_fraction": 1.0,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from satpipe.files import read_json
-from tests.helpers import REPO, stage
+from tests.helpers import REPO, indexed_tile, overwrite_indexed_tile, stage
 
 
 @pytest.fixture
@@ -90,10 +90,11 @@ def test_unreadable_and_tampered_tiles_are_recorded(workdir: Path) -> None:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     index = read_json(workdir / "index.json")
     first, second = index["tiles"][0]["file"], index["tiles"][1]["file"]
-    (workdir / "tiles" / first).write_bytes(b"not a tiff at all")
-    blob = bytearray((workdir / "tiles" / second).read_bytes())
+    garbage = b"not a tiff at all".ljust(index["tiles"][0]["length"], b"!")
+    overwrite_indexed_tile(workdir / "tiles", index["tiles"][0], garbage)
+    blob = bytearray(indexed_tile(workdir / "tiles", index["tiles"][1]))
     blob[-1] ^= 0xFF
-    (workdir / "tiles" / second).write_bytes(bytes(blob))
+    overwrite_indexed_tile(workdir / "tiles", index["tiles"][1], bytes(blob))
     result = _infer(workdir)
     assert result.returncode == 0, result.stderr
     meta = read_json(workdir / "predictions.json")["metadata"]
@@ -106,12 +107,14 @@ def test_unreadable_and_tampered_tiles_are_recorded(workdir: Path) -> None:
 
 def test_too_many_failures_fail_the_stage_cleanly(workdir: Path) -> None:
     index = read_json(workdir / "index.json")
-    for tile in index["tiles"][:3]:
-        (workdir / "tiles" / tile["file"]).unlink()
+    with open(workdir / "tiles" / index["tiles"][-3]["pack"], "r+b") as pack:
+        pack.truncate(index["tiles"][-3]["offset"] + 7)  # the last three tiles cut off
     result = _infer(workdir)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: tiles: 3 of 24 tiles failed (12.5%)")
+    for tile in index["tiles"][-3:]:  # each named by its GDAL path in its pack
+        assert f"/vsizip/tiles/{tile['pack']}/{tile['file']}: tile pack is " in result.stderr
     assert "Traceback" not in result.stderr
     assert not (workdir / "predictions.json").exists()
 

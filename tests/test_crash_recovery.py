@@ -22,14 +22,14 @@ def _temporaries(repo: Path) -> list[Path]:
 
 
 def _writing_tiles(repo: Path) -> bool:
-    """Whether the tile stage's temporary directory holds a tile yet.
+    """Whether the tile stage's temporary directory holds a pack with a tile in it yet.
 
     Polled while DVC and the stage run: DVC removes ``data/tiles`` and the stage renames its
     temporary away, so a directory may vanish mid-scan.
     """
     for tmp in (repo / "data").glob(f".tiles.{TEMP_MARK}*"):
         try:
-            if any(p.suffix == ".tif" for p in tmp.rglob("*")):
+            if any(p.suffix == ".zip" and p.stat().st_size > 0 for p in tmp.rglob("*")):
                 return True
         except FileNotFoundError:
             continue

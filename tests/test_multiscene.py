@@ -13,7 +13,7 @@ from rasterio.transform import from_origin
 
 from satpipe.files import read_json
 from satpipe.tileindex import in_training_subset
-from tests.helpers import REPO, STAGES, run_stages, stage
+from tests.helpers import REPO, STAGES, indexed_tile, run_stages, stage
 
 
 def _stage(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -100,7 +100,8 @@ def test_each_scene_is_written_under_its_id(pipeline: Path) -> None:
     for tile in index["tiles"]:
         assert tile["id"].startswith(f"{tile['scene']}/r")
         assert tile["file"] == f"{tile['id']}.tif"
-        assert (pipeline / "tiles" / tile["file"]).is_file()
+        assert tile["pack"] == f"{tile['scene']}.zip"
+        assert indexed_tile(pipeline / "tiles", tile)[:4] in (b"II*\x00", b"MM\x00*")  # a TIFF
     counts = {sid: sum(t["scene"] == sid for t in index["tiles"]) for sid in index["scenes"]}
     assert counts == {sid: s["tiles"] for sid, s in index["scenes"].items()}
     # Full 64-pixel grids: 331x263 -> 5x4, 300x300 -> 4x4, 197x161 -> 3x2 (the synthetic nodata

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,11 @@ from satpipe.errors import (
 )
 from satpipe.features import FeatureSpec
 from satpipe.ingest import ingest
+from satpipe.packs import vsi_path
 from satpipe.params import IngestParams, TileParams
 from satpipe.records import SceneRecord
 from satpipe.tiling import cut_tiles
+from tests.helpers import indexed_tile
 
 TIME = "2020-01-01T00:00:00Z"
 NAN = float("nan")
@@ -105,7 +108,9 @@ def test_valid_real_scene_ingests_and_tiles(real_file, tmp_path: Path, name: str
     assert len(entries) > 0
     assert len(entries) + skipped["nodata"] + skipped["empty"] == full
     assert skipped["partial"] == grid - full
-    assert sorted(p.name for p in tiles_dir.iterdir()) == sorted(e["file"] for e in entries)
+    assert sorted(p.name for p in tiles_dir.iterdir()) == ["tiles.zip"]
+    with zipfile.ZipFile(tiles_dir / "tiles.zip") as pack:  # grid order, as the index
+        assert pack.namelist() == [e["file"] for e in entries]
     assert len({e["id"] for e in entries}) == len(entries)
 
     with rasterio.open(scene) as src:
@@ -121,9 +126,9 @@ def test_valid_real_scene_ingests_and_tiles(real_file, tmp_path: Path, name: str
         assert entry["bounds"] == pytest.approx(list(windows.bounds(window, scene_transform)))
         assert 1.0 - entry["valid_fraction"] <= params.max_nodata_fraction
 
-        path = tiles_dir / entry["file"]
-        assert entry["sha256"] == sha256_of(path)
-        with rasterio.open(path) as tile:
+        blob = indexed_tile(tiles_dir, entry)
+        assert entry["sha256"] == hashlib.sha256(blob).hexdigest()
+        with rasterio.open(vsi_path(tiles_dir / "tiles.zip", entry["file"])) as tile:
             assert tile.driver == "GTiff"
             assert tile.crs == scene_crs
             expected = scene_transform @ Affine.translation(w["col_off"], w["row_off"])

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from serve.app import create_app
 from serve.errors import SettingsError
 from serve.schemas import MAX_BATCH
 from serve.settings import Settings
+from tests.helpers import indexed_tile
 from tests.serve_fixtures import (  # noqa: F401
     client,
     make_client,
@@ -117,8 +117,10 @@ def test_a_tile_outside_the_index_is_classified_without_a_window(
     repo_copy: Path,
     make_client: Callable[..., TestClient],
 ) -> None:
-    first = _index(repo_copy)["tiles"][0]["file"]
-    shutil.copy(repo_copy / "data" / "tiles" / first, repo_copy / "data" / "tiles" / "extra.tif")
+    entry = _index(repo_copy)["tiles"][0]
+    first = entry["file"]
+    tiles = repo_copy / "data" / "tiles"
+    (tiles / "extra.tif").write_bytes(indexed_tile(tiles, entry))  # a loose file, not in a pack
     client = make_client(repo_copy)
     got = client.post("/infer", json={"tile_path": "extra.tif"}).json()
     indexed = client.post("/infer", json={"tile_path": first}).json()

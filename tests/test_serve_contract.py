@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import REPO, tool_env
+from tests.helpers import REPO, indexed_tile, tool_env
 from tests.serve_fixtures import client, live_server, pipeline_repo  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -106,7 +106,11 @@ def test_fuzzer_finds_no_server_error_and_no_contract_violation(
     index = json.loads((pipeline_repo / "data" / "tile_index.json").read_text())
     files = [t["file"] for t in index["tiles"]]
     tiles = tmp_path / "tiles.json"
-    uploads = [str(pipeline_repo / "data" / "tiles" / f) for f in files[:3]]
+    uploads = []
+    for i, entry in enumerate(index["tiles"][:3]):
+        upload = tmp_path / f"upload-{i}.tif"
+        upload.write_bytes(indexed_tile(pipeline_repo / "data" / "tiles", entry))
+        uploads.append(str(upload))
     tiles.write_text(json.dumps({"paths": files[:20], "uploads": uploads}))
     env = dict(
         tool_env(),

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from satpipe import lockfile
 from serve.errors import TilePathError
 from serve.paths import check_tile_path
+from tests.helpers import indexed_tile, overwrite_indexed_tile
 from tests.serve_fixtures import (  # noqa: F401
     client,
     first_tile,
@@ -85,7 +86,8 @@ def test_symlinks_escaping_the_tiles_directory_are_refused(
 ) -> None:
     tiles = repo_copy / "data" / "tiles"
     secret = tmp_path / "secret.tif"
-    shutil.copy(tiles / first_tile(repo_copy), secret)  # a real tile, but outside
+    secret.write_bytes(_first_bytes(repo_copy))  # a real tile, but outside
+    (tiles / "loose.tif").write_bytes(_first_bytes(repo_copy))  # a tile file outside the index
     (tiles / "escape.tif").symlink_to(secret)
     (tiles / "dangling.tif").symlink_to(tmp_path / "nowhere" / "x.tif")
     (tiles / "up").symlink_to("..")
@@ -97,10 +99,19 @@ def test_symlinks_escaping_the_tiles_directory_are_refused(
         got = client.post("/infer", json={"tile_path": name})
         assert got.status_code == 400, got.text
         assert "outside the tiles directory" in got.json()["detail"]
-    inside = client.post("/infer", json={"tile_path": f"up/tiles/{first_tile(repo_copy)}"})
-    assert inside.status_code == 200
+    inside = client.post("/infer", json={"tile_path": "up/tiles/loose.tif"})
+    assert inside.status_code == 200, inside.text
+    assert not inside.json()["in_index"]
     # A link into the DVC cache is followed, but a non-TIFF object there is still refused.
     assert client.post("/infer", json={"tile_path": "cached.tif"}).status_code == 415
+
+
+def _first_entry(repo: Path) -> dict:
+    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]
+
+
+def _first_bytes(repo: Path) -> bytes:
+    return indexed_tile(repo / "data" / "tiles", _first_entry(repo))
 
 
 def _model_md5(repo: Path) -> str:
@@ -116,7 +127,7 @@ def test_every_dvc_cache_link_type_serves_the_same_answers(
 ) -> None:
     run(["dvc", "config", "cache.type", link_type], repo_copy)
     run(["dvc", "checkout", "--relink", "--quiet"], repo_copy)
-    tile = repo_copy / "data" / "tiles" / first_tile(repo_copy)
+    tile = repo_copy / "data" / "tiles" / _first_entry(repo_copy)["pack"]
     model = repo_copy / "data" / "model.json"
     if link_type == "symlink":
         assert tile.is_symlink() and model.is_symlink()
@@ -134,14 +145,16 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     tiles = repo_copy / "data" / "tiles"
-    first = tiles / first_tile(repo_copy)
-    (tiles / "broken.tif").write_bytes(first.read_bytes()[:600])  # TIFF header, no pixels
+    entry = _first_entry(repo_copy)
+    first = indexed_tile(tiles, entry)
+    (tiles / "broken.tif").write_bytes(first[:600])  # TIFF header, no pixels
     (tiles / "fake.tif").write_text("not a tiff")
     (tiles / "notes.txt").write_text("hello")
     (tiles / "folder.tif").mkdir()
-    indexed = tiles / first_tile(repo_copy)
-    indexed.chmod(0o644)
-    indexed.write_bytes(indexed.read_bytes()[:-100])  # changed since the index was built
+    (tiles / entry["pack"]).chmod(0o644)
+    changed = first[:-100] + bytes(b ^ 0xFF for b in first[-100:])
+    overwrite_indexed_tile(tiles, entry, changed)  # changed in its pack since the index was built
+    indexed_path = entry["file"]
     client = make_client(repo_copy)
     expected = {
         "broken.tif": 422,
@@ -149,7 +162,7 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
         "notes.txt": 400,
         "folder.tif": 400,
         "missing.tif": 404,
-        indexed.relative_to(tiles).as_posix(): 422,
+        indexed_path: 422,
     }
     for name, status in expected.items():
         got = client.post("/infer", json={"tile_path": name})
@@ -157,5 +170,29 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
         detail = got.json()["detail"]
         assert name in detail
         assert str(repo_copy) not in detail  # named as the client named it, not by server path
-    indexed_path = indexed.relative_to(tiles).as_posix()
     assert "tile index says" in client.post("/infer", json={"tile_path": indexed_path}).text
+
+
+def test_a_missing_or_cut_short_pack_names_the_tile_and_what_to_do(
+    repo_copy: Path, make_client: Callable[..., TestClient]
+) -> None:
+    tiles = repo_copy / "data" / "tiles"
+    entry = _first_entry(repo_copy)
+    last = json.loads((repo_copy / "data" / "tile_index.json").read_text())["tiles"][-1]
+    pack = tiles / entry["pack"]
+    pack.chmod(0o644)
+    with open(pack, "r+b") as fh:  # cut inside the last tile of the pack
+        fh.truncate(last["offset"] + 10)
+    client = make_client(repo_copy)
+    assert client.post("/infer", json={"tile_path": entry["file"]}).status_code == 200
+    got = client.post("/infer", json={"tile_path": last["file"]})
+    assert got.status_code == 422, got.text
+    assert got.json()["detail"].startswith(f"{last['file']}: tile pack is ")
+    assert str(repo_copy) not in got.json()["detail"]
+    pack.unlink()
+    got = client.post("/infer", json={"tile_path": entry["file"]})
+    assert got.status_code == 404, got.text
+    assert got.json()["detail"] == (
+        f"tile_path {entry['file']!r}: its pack {entry['pack']!r} is not in the tiles "
+        "directory (run `dvc pull` or `dvc repro`)"
+    )

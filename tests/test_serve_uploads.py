@@ -17,6 +17,7 @@ from rasterio.io import MemoryFile
 
 from satpipe.errors import RasterReadError
 from serve.expectations import tiff_shape
+from tests.helpers import indexed_tile
 from tests.serve_fixtures import (  # noqa: F401
     TILE,
     client,
@@ -38,7 +39,7 @@ def test_an_uploaded_tile_gets_the_same_answer_as_the_same_tile_by_path(
 ) -> None:
     index = json.loads((pipeline_repo / "data" / "tile_index.json").read_text())
     for tile in index["tiles"][:5]:
-        data = (pipeline_repo / "data" / "tiles" / tile["file"]).read_bytes()
+        data = indexed_tile(pipeline_repo / "data" / "tiles", tile)
         up = _upload(client, data, tile["file"])
         by_path = client.post("/infer", json={"tile_path": tile["file"]}).json()
         assert up["status"] == 200

@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import indexed_tile
 from tests.helpers import stage as run_stage
 
 INGEST_OUTPUTS = ["data/scenes", "data/scenes.json", "data/ingest.json"]
@@ -175,11 +177,10 @@ def test_ingest_and_tile_stages_on_a_nan_nodata_scene(repo_root: Path, tmp_path:
     assert index["tile_count"] == len(index["tiles"]) == metrics["tiles_written"] > 0
     scene = index["scenes"]["cog_with_nan"]
     assert scene["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
-    for entry in index["tiles"]:
-        tile = tmp_path / "data/tiles" / entry["file"]
-        assert hashlib.sha256(tile.read_bytes()).hexdigest() == entry["sha256"]
-        assert entry["valid_fraction"] >= 0.5  # NaN pixels counted as nodata
     tiles_dir = tmp_path / "data/tiles"
-    assert sorted(p.relative_to(tiles_dir).as_posix() for p in tiles_dir.rglob("*.tif")) == sorted(
-        e["file"] for e in index["tiles"]
-    )
+    for entry in index["tiles"]:
+        assert hashlib.sha256(indexed_tile(tiles_dir, entry)).hexdigest() == entry["sha256"]
+        assert entry["valid_fraction"] >= 0.5  # NaN pixels counted as nodata
+    assert sorted(p.name for p in tiles_dir.iterdir()) == ["cog_with_nan.zip"]
+    with zipfile.ZipFile(tiles_dir / "cog_with_nan.zip") as pack:
+        assert pack.namelist() == [e["file"] for e in index["tiles"]]

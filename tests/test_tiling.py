@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,11 @@ from rasterio import windows
 from satpipe.engine import Engine, EngineSpec
 from satpipe.errors import TilingError
 from satpipe.features import FeatureSpec
+from satpipe.packs import vsi_path
 from satpipe.records import SceneRecord
 from satpipe.scene import inspect_scene
 from satpipe.tiling import axis_offsets, cut_tiles, plan_jobs, tile_id
+from tests.helpers import indexed_tile
 from tests.records import from_inspected
 
 
@@ -102,10 +105,14 @@ def test_tiles_carry_crs_window_transform_and_hash(make_raster, tmp_path: Path) 
     with rasterio.open(scene) as src:
         for entry in entries:
             win = windows.Window(**entry["window"])
-            path = tmp_path / "tiles" / entry["file"]
+            pack = tmp_path / "tiles" / entry["pack"]
             assert entry["id"] == tile_id(win.row_off, win.col_off)
-            assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-            with rasterio.open(path) as tile:
+            blob = indexed_tile(tmp_path / "tiles", entry)
+            assert entry["sha256"] == hashlib.sha256(blob).hexdigest()
+            with zipfile.ZipFile(pack) as zf:  # an ordinary ZIP: the member is the same bytes
+                assert zf.read(entry["file"]) == blob
+            # GDAL (and QGIS) open the tile in place, inside its pack.
+            with rasterio.open(vsi_path(pack, entry["file"])) as tile:
                 assert tile.crs == src.crs
                 assert tile.transform == windows.transform(win, src.transform)
                 assert tile.shape == (32, 32)
@@ -145,10 +152,9 @@ def test_output_independent_of_engine(make_raster, tmp_path: Path) -> None:
     with Engine(EngineSpec(workers=3)) as engine:
         three, _ = _cut(scene, meta, tmp_path / "three", stride=24, engine=engine)
     assert one == three
-    for entry in one:
-        assert (tmp_path / "one" / entry["file"]).read_bytes() == (
-            tmp_path / "three" / entry["file"]
-        ).read_bytes()
+    assert (tmp_path / "one" / "tiles.zip").read_bytes() == (
+        tmp_path / "three" / "tiles.zip"
+    ).read_bytes()
 
 
 def test_scene_smaller_than_tile_is_a_clear_error(make_raster, tmp_path: Path) -> None:
@@ -188,8 +194,7 @@ def test_index_features_match_tile_files(make_raster, tmp_path: Path) -> None:
     )
     entries, _ = _cut(scene, meta, tmp_path / "tiles", stride=20)
     for entry in entries:
-        path = tmp_path / "tiles" / entry["file"]
-        raster = decode_tile(path.read_bytes(), str(path))
+        raster = decode_tile(indexed_tile(tmp_path / "tiles", entry), entry["file"])
         feats = tile_features(raster.data, raster.nodata, FeatureSpec())
         assert feats.mean_intensity == entry["mean_intensity"]
         assert feats.valid_fraction == entry["valid_fraction"]
