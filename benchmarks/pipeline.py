@@ -19,6 +19,7 @@ Target (issue 8): evaluate + maps together at most 15% of the whole pipeline's w
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -181,7 +182,7 @@ def bench(size: int, workdir: Path) -> None:
     floor1 = run([py, "-c", FLOOR, *floor_args, "1"], workdir)
     shutil.rmtree(workdir / "floor_tiles")
     floor = run([py, "-c", FLOOR, *floor_args, str(os.cpu_count() or 1)], workdir)
-    tiles = len(list((workdir / "tiles").rglob("*.tif")))
+    tiles = json.loads((workdir / "index.json").read_text())["tile_count"]
     scene_mib = (workdir / scene).stat().st_size / 2**20
     print(
         f"\nscene {size}x{size}, 4-band uint16 deflate ({scene_mib:.0f} MiB on disk), "

@@ -12,9 +12,12 @@ skipped.
 Each tile is a GeoTIFF carrying the scene's CRS and the transform of its window, named from its
 offsets (``r{row_off:06d}_c{col_off:06d}.tif``). The scene is read with windowed reads only, in
 row order, in bands of whole internal blocks so that each block is decoded about once; each band
-is a task for a :mod:`satpipe.engine` (inline, a process pool, or Dask) that returns its encoded
-tiles, and this process appends them in grid order to the scene's pack (:mod:`satpipe.packs`),
-so the output does not depend on the engine or the number of workers.
+is a task for a :mod:`satpipe.engine` (inline, a process pool, or Dask). A task writes its encoded
+tiles to a spool file beside the packs and returns their index entries; this process copies them,
+one tile at a time, in grid order into the scene's pack (:mod:`satpipe.packs`) and removes the
+spool. So the output does not depend on the engine or the number of workers, and no process holds
+more than a band of tiles: sending the tiles' bytes back through the engine instead cost two or
+three copies of each band, which grew with the scene's width (358 MiB at 10980^2).
 
 When the scene has a label raster (see :mod:`satpipe.labels`), the same rows of it are read with
 each band of tiles, and every tile's entry records its labelled fraction and reference class.
@@ -29,7 +32,7 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from rasterio import windows
@@ -97,6 +100,7 @@ class TileContext:
     """What every tiling task needs besides its job (picklable, sent to each worker)."""
 
     scene: Path
+    spool: Path  # the directory tasks write their tiles to (the tiles directory being written)
     profile: dict[str, Any]
     nodata: float | None
     spec: FeatureSpec
@@ -107,11 +111,17 @@ class TileContext:
     min_labelled: float = 0.5
 
 
-def run_job(ctx: TileContext, job: TileJob) -> tuple[list[tuple[TileEntry, bytes]], Counter]:
-    """Read one band of rows; return its tiles (index entry and GeoTIFF bytes) and skip counts.
+def spool_path(ctx: TileContext, job: TileJob) -> Path:
+    """Where the task of ``job`` writes its tiles (unique per scene and row band)."""
+    return ctx.spool / f".{ctx.scene_id or 'tiles'}.{job.row_off}.spool"
 
-    The entries' ``offset`` is 0 until the tile is appended to its pack (:func:`cut_scenes`).
-    Each call opens its own dataset handle, so it can run in any thread or process.
+
+def run_job(ctx: TileContext, job: TileJob) -> tuple[list[TileEntry], Counter]:
+    """Read one band of rows, write its tiles to the band's spool file; return entries and skips.
+
+    The entries' ``offset`` is where each tile's bytes are in the spool file
+    (:func:`spool_path`) until :func:`cut_scenes` moves them into the pack. Each call opens its
+    own dataset handle, so it can run in any thread or process.
     """
     with open_scene(ctx.scene) as src:
         data = read_window(src, Window(0, job.row_off, src.width, job.rows))
@@ -121,46 +131,64 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[tuple[TileEntry, bytes
         with open_scene(ctx.labels) as lab:
             codes = read_window(lab, Window(0, job.row_off, lab.width, job.rows), [1])[0]
     entries, skipped = [], Counter()
-    for win in job.windows:
-        r0 = win.row_off - job.row_off
-        tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
-        feats, vector = tile_measurements(tile, ctx.nodata, ctx.spec)
-        if feats.mean_intensity is None:
-            skipped["empty"] += 1
-            continue
-        if 1.0 - feats.valid_fraction > ctx.max_nodata:
-            skipped["nodata"] += 1
-            continue
-        transform = windows.transform(win, scene_transform)
-        blob = encode_tile(np.ascontiguousarray(tile), transform, ctx.profile)
-        tid = tile_id(win.row_off, win.col_off)
-        if ctx.scene_id is not None:
-            tid = f"{ctx.scene_id}/{tid}"
-        ref = None
-        if codes is not None and ctx.lookup is not None:
-            ref = tile_reference(
-                codes[r0 : r0 + win.height, win.col_off : win.col_off + win.width],
-                ctx.lookup,
-                ctx.min_labelled,
-            )
-        entry = TileEntry(
-            id=tid,
-            scene=ctx.scene_id,
-            file=f"{tid}.tif",
-            pack=pack_name(ctx.scene_id),
-            offset=0,
-            length=len(blob),
-            window=TileWindow(win.row_off, win.col_off, win.width, win.height),
-            bounds=windows.bounds(win, scene_transform),
-            sha256=sha256_bytes(blob),
-            valid_fraction=feats.valid_fraction,
-            mean_intensity=feats.mean_intensity,
-            features=vector,
-            labelled_fraction=ref.labelled_fraction if ref else 0.0,
-            reference=ref.reference if ref else None,
-        )
-        entries.append((entry, blob))
+    with open(spool_path(ctx, job), "wb") as spool:
+        for win in job.windows:
+            entry = _cut_one(ctx, job, win, data, codes, scene_transform, skipped, spool)
+            if entry is not None:
+                entries.append(entry)
     return entries, skipped
+
+
+def _cut_one(
+    ctx: TileContext,
+    job: TileJob,
+    win: Window,
+    data: np.ndarray,
+    codes: np.ndarray | None,
+    scene_transform: Any,
+    skipped: Counter,
+    spool: BinaryIO,
+) -> TileEntry | None:
+    """Measure one tile of the band; if it passes the filters, spool it and return its entry."""
+    r0 = win.row_off - job.row_off
+    tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
+    feats, vector = tile_measurements(tile, ctx.nodata, ctx.spec)
+    if feats.mean_intensity is None:
+        skipped["empty"] += 1
+        return None
+    if 1.0 - feats.valid_fraction > ctx.max_nodata:
+        skipped["nodata"] += 1
+        return None
+    transform = windows.transform(win, scene_transform)
+    blob = encode_tile(np.ascontiguousarray(tile), transform, ctx.profile)
+    offset = spool.tell()
+    spool.write(blob)
+    tid = tile_id(win.row_off, win.col_off)
+    if ctx.scene_id is not None:
+        tid = f"{ctx.scene_id}/{tid}"
+    ref = None
+    if codes is not None and ctx.lookup is not None:
+        ref = tile_reference(
+            codes[r0 : r0 + win.height, win.col_off : win.col_off + win.width],
+            ctx.lookup,
+            ctx.min_labelled,
+        )
+    return TileEntry(
+        id=tid,
+        scene=ctx.scene_id,
+        file=f"{tid}.tif",
+        pack=pack_name(ctx.scene_id),
+        offset=offset,
+        length=len(blob),
+        window=TileWindow(win.row_off, win.col_off, win.width, win.height),
+        bounds=windows.bounds(win, scene_transform),
+        sha256=sha256_bytes(blob),
+        valid_fraction=feats.valid_fraction,
+        mean_intensity=feats.mean_intensity,
+        features=vector,
+        labelled_fraction=ref.labelled_fraction if ref else 0.0,
+        reference=ref.reference if ref else None,
+    )
 
 
 def cut_tiles(
@@ -221,7 +249,7 @@ class TilingParams:
 
 
 def _plan_scene(
-    scene: Path, meta: SceneInfo, tp: TilingParams, scene_id: str | None
+    scene: Path, meta: SceneInfo, out_dir: Path, tp: TilingParams, scene_id: str | None
 ) -> tuple[TileContext, list[TileJob], int]:
     name = scene_id or str(scene)
     width, height, count = meta.width, meta.height, meta.count
@@ -244,6 +272,7 @@ def _plan_scene(
     labels = meta.labels
     ctx = TileContext(
         scene,
+        out_dir,
         profile,
         nodata,
         tp.spec,
@@ -256,7 +285,7 @@ def _plan_scene(
     return ctx, jobs, skipped_partial
 
 
-def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[tuple[TileEntry, bytes]], Counter]:
+def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[TileEntry], Counter]:
     return run_job(*task)
 
 
@@ -269,8 +298,8 @@ def cut_scenes(
 ) -> list[tuple[list[TileEntry], dict[str, int]]]:
     """Cut several scenes in one engine run; a scene's tiles go to its pack in ``out_dir``.
 
-    Results come back in task order, so each pack is written front to back in grid order while
-    at most a few row bands of tiles are in memory.
+    Results come back in task order, so each pack is written front to back in grid order, one
+    tile in memory at a time.
 
     Args:
         scenes: ``(path, metadata, scene id or None)`` for each scene.
@@ -285,7 +314,7 @@ def cut_scenes(
     Raises:
         TilingError: a scene (named) is smaller than a tile, or none of its tiles survive.
     """
-    plans = [_plan_scene(path, meta, tp, sid) for path, meta, sid in scenes]
+    plans = [_plan_scene(path, meta, out_dir, tp, sid) for path, meta, sid in scenes]
     tasks = [(ctx, job) for ctx, jobs, _ in plans for job in jobs]
     owner = [i for i, (_, jobs, _) in enumerate(plans) for _ in jobs]
     results: list[tuple[list[TileEntry], Counter]] = [
@@ -296,15 +325,20 @@ def cut_scenes(
         done = engine.map(_run_task, tasks)
         bar = tqdm(done, total=len(tasks), unit="row", desc="tile", disable=not progress)
         writer, writing = None, -1
-        for i, (job_tiles, job_skipped) in zip(owner, bar, strict=True):
+        for (i, (ctx, job)), (job_entries, job_skipped) in zip(
+            zip(owner, tasks, strict=True), bar, strict=True
+        ):
             if i != writing:  # tasks are grouped by scene: this scene's pack starts here
                 if writer is not None:
                     writer.close()
                 writer = stack.enter_context(PackWriter(out_dir / pack_name(scenes[i][2])))
                 writing = i
-            for entry, blob in job_tiles:
-                offset, _ = writer.add(entry.file, blob)
-                results[i][0].append(dataclasses.replace(entry, offset=offset))
+            spool = spool_path(ctx, job)
+            with open(spool, "rb") as fh:  # the band's tiles, in grid order, back to back
+                for entry in job_entries:
+                    offset, _ = writer.add(entry.file, fh.read(entry.length))
+                    results[i][0].append(dataclasses.replace(entry, offset=offset))
+            spool.unlink()
             results[i][1].update(job_skipped)
     for (path, meta, sid), (entries, skipped) in zip(scenes, results, strict=True):
         if not entries:
