@@ -142,6 +142,11 @@ class TileSource:
     length: int = 0
 
     @classmethod
+    def of(cls, path: Path | str | TileSource) -> TileSource:
+        """``path`` itself if it is a source, else the whole file at ``path``."""
+        return path if isinstance(path, TileSource) else cls(Path(path), str(path))
+
+    @classmethod
     def of_entry(cls, tiles_dir: Path, entry: TileEntry) -> TileSource:
         """The packed bytes of a tile-index entry, in the tiles directory ``tiles_dir``."""
         pack = tiles_dir / entry.pack
@@ -173,7 +178,7 @@ def predict_file(
         TileError: the content does not match ``expected_sha256``, or the tile is unusable.
         RasterReadError, NotGeoTIFFError: the tile cannot be read as a GeoTIFF.
     """
-    source = path if isinstance(path, TileSource) else TileSource(Path(path), str(path))
+    source = TileSource.of(path)
     return predict_raster(read_tile(source, expected_sha256, verified), model, source.name)
 
 
@@ -188,7 +193,7 @@ def read_tile(
         TileError: the content does not match ``expected_sha256``.
         RasterReadError, NotGeoTIFFError: the tile cannot be read as a GeoTIFF.
     """
-    source = path if isinstance(path, TileSource) else TileSource(Path(path), str(path))
+    source = TileSource.of(path)
     blob, signature = source.read()
     if expected_sha256 is not None:
         key = (signature, expected_sha256)

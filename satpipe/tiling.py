@@ -325,9 +325,7 @@ def cut_scenes(
         done = engine.map(_run_task, tasks)
         bar = tqdm(done, total=len(tasks), unit="row", desc="tile", disable=not progress)
         writer, writing = None, -1
-        for (i, (ctx, job)), (job_entries, job_skipped) in zip(
-            zip(owner, tasks, strict=True), bar, strict=True
-        ):
+        for i, (ctx, job), (job_entries, job_skipped) in zip(owner, tasks, bar, strict=True):
             if i != writing:  # tasks are grouped by scene: this scene's pack starts here
                 if writer is not None:
                     writer.close()

@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from satpipe.records import TileEntry
 from serve.errors import TileNotFoundError, TilePathError
 
 TILE_SUFFIXES = (".tif", ".tiff")
@@ -110,32 +112,28 @@ def _real_path(root: str, rel: str) -> tuple[str, os.stat_result]:
     return path, st
 
 
-def resolve_tile_path(raw: str, roots: TileRoots) -> TileFile:
-    """Check ``raw`` (see :func:`check_tile_path`) and resolve it to a real tile file.
+def resolve_tile_path(
+    raw: str, roots: TileRoots, index: Mapping[str, TileEntry] | None = None
+) -> TileFile:
+    """Check ``raw`` (see :func:`check_tile_path`) and resolve it to where its bytes are.
+
+    A path ``index`` lists resolves to its bytes in its pack; any other to a tile file.
 
     Raises:
-        TilePathError: the path is refused, resolves outside the roots, or is not a file.
-        TileNotFoundError: no such file.
+        TilePathError: the path is refused, or it (or its pack) resolves outside the roots or
+            is not a file.
+        TileNotFoundError: no such file, or its pack is not in the tiles directory.
     """
     rel = check_tile_path(raw)
-    real, st = _resolve(rel, rel, roots)
-    return TileFile(rel, Path(real), st.st_size)
-
-
-def resolve_packed_tile(
-    raw: str, pack: str, offset: int, length: int, roots: TileRoots
-) -> TileFile:
-    """Resolve an indexed tile (``raw``, already checked) to its bytes in ``pack``.
-
-    Raises:
-        TilePathError: the pack resolves outside the roots, or is not a file.
-        TileNotFoundError: the pack is not in the tiles directory.
-    """
-    parts = pack.split("/")
-    if pack.startswith("/") or ".." in parts or "" in parts:
-        raise TilePathError(f"tile_path {raw!r}: the tile index names a bad pack {pack!r}")
-    real, _ = _resolve(raw, pack, roots)
-    return TileFile(raw, Path(real), length, offset)
+    entry = None if index is None else index.get(rel)
+    if entry is None:
+        real, st = _resolve(rel, rel, roots)
+        return TileFile(rel, Path(real), st.st_size)
+    parts = entry.pack.split("/")
+    if entry.pack.startswith("/") or ".." in parts or "" in parts:
+        raise TilePathError(f"tile_path {rel!r}: the tile index names a bad pack {entry.pack!r}")
+    real, _ = _resolve(rel, entry.pack, roots)
+    return TileFile(rel, Path(real), entry.length, entry.offset)
 
 
 def _resolve(raw: str, rel: str, roots: TileRoots) -> tuple[str, os.stat_result]:

@@ -47,13 +47,7 @@ from satpipe.raster import decode_tile
 from satpipe.records import TileEntry, TileIndex, read_index
 from serve.errors import NotReadyError
 from serve.expectations import Expectations
-from serve.paths import (
-    TileFile,
-    TileRoots,
-    check_tile_path,
-    resolve_packed_tile,
-    resolve_tile_path,
-)
+from serve.paths import TileFile, TileRoots, resolve_tile_path
 from serve.registry import Assignment, resolve, tags_signature
 from serve.schemas import InferResult, Window
 from serve.settings import Settings
@@ -310,11 +304,7 @@ class Service:
         Raises:
             TilePathError, TileNotFoundError: the path is refused or names no tile.
         """
-        rel = check_tile_path(raw)
-        entry = loaded.index.get(rel)
-        if entry is None:
-            return resolve_tile_path(rel, self.roots)
-        return resolve_packed_tile(rel, entry.pack, entry.offset, entry.length, self.roots)
+        return resolve_tile_path(raw, self.roots, loaded.index)
 
     def classify(self, tile: TileFile, loaded: LoadedModel) -> InferResult:
         """Classify a resolved tile with :func:`predict_file`, checking its sha256 when indexed.

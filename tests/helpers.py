@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from satpipe.packs import read_member
-from satpipe.records import TileEntry
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -109,19 +108,15 @@ def run_stages(cwd: Path, until: str = "maps") -> None:
             return
 
 
-def indexed_tile(tiles_dir: Path, entry: Mapping[str, Any] | TileEntry) -> bytes:
+def indexed_tile(tiles_dir: Path, entry: Mapping[str, Any]) -> bytes:
     """A tile's bytes, read from its pack in ``tiles_dir`` where its index entry says."""
-    get = entry.get if isinstance(entry, Mapping) else lambda key: getattr(entry, key)
-    data, _ = read_member(tiles_dir / get("pack"), get("offset"), get("length"))
+    data, _ = read_member(tiles_dir / entry["pack"], entry["offset"], entry["length"])
     return data
 
 
-def overwrite_indexed_tile(
-    tiles_dir: Path, entry: Mapping[str, Any] | TileEntry, data: bytes
-) -> None:
+def overwrite_indexed_tile(tiles_dir: Path, entry: Mapping[str, Any], data: bytes) -> None:
     """Overwrite a tile's bytes in place in its pack (same length: a tampered tile)."""
-    get = entry.get if isinstance(entry, Mapping) else lambda key: getattr(entry, key)
-    assert len(data) == get("length"), "a tampered tile keeps its length"
-    with open(tiles_dir / get("pack"), "r+b") as fh:
-        fh.seek(get("offset"))
+    assert len(data) == entry["length"], "a tampered tile keeps its length"
+    with open(tiles_dir / entry["pack"], "r+b") as fh:
+        fh.seek(entry["offset"])
         fh.write(data)

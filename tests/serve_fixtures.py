@@ -91,9 +91,14 @@ def _build_pipeline(repo: Path) -> Path:
     return repo
 
 
+def first_entry(repo: Path) -> dict:
+    """The first tile of ``repo``'s index, as the index file holds it."""
+    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]
+
+
 def first_tile(repo: Path) -> str:
     """The path (relative to the tiles directory) of the first tile in ``repo``'s index."""
-    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]["file"]
+    return first_entry(repo)["file"]
 
 
 @pytest.fixture

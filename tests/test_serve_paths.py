@@ -19,6 +19,7 @@ from serve.paths import check_tile_path
 from tests.helpers import indexed_tile, overwrite_indexed_tile
 from tests.serve_fixtures import (  # noqa: F401
     client,
+    first_entry,
     first_tile,
     make_client,
     pipeline_repo,
@@ -106,12 +107,8 @@ def test_symlinks_escaping_the_tiles_directory_are_refused(
     assert client.post("/infer", json={"tile_path": "cached.tif"}).status_code == 415
 
 
-def _first_entry(repo: Path) -> dict:
-    return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]
-
-
 def _first_bytes(repo: Path) -> bytes:
-    return indexed_tile(repo / "data" / "tiles", _first_entry(repo))
+    return indexed_tile(repo / "data" / "tiles", first_entry(repo))
 
 
 def _model_md5(repo: Path) -> str:
@@ -127,7 +124,7 @@ def test_every_dvc_cache_link_type_serves_the_same_answers(
 ) -> None:
     run(["dvc", "config", "cache.type", link_type], repo_copy)
     run(["dvc", "checkout", "--relink", "--quiet"], repo_copy)
-    tile = repo_copy / "data" / "tiles" / _first_entry(repo_copy)["pack"]
+    tile = repo_copy / "data" / "tiles" / first_entry(repo_copy)["pack"]
     model = repo_copy / "data" / "model.json"
     if link_type == "symlink":
         assert tile.is_symlink() and model.is_symlink()
@@ -145,7 +142,7 @@ def test_unreadable_and_non_tile_files_get_4xx_naming_the_tile(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     tiles = repo_copy / "data" / "tiles"
-    entry = _first_entry(repo_copy)
+    entry = first_entry(repo_copy)
     first = indexed_tile(tiles, entry)
     (tiles / "broken.tif").write_bytes(first[:600])  # TIFF header, no pixels
     (tiles / "fake.tif").write_text("not a tiff")
@@ -177,7 +174,7 @@ def test_a_missing_or_cut_short_pack_names_the_tile_and_what_to_do(
     repo_copy: Path, make_client: Callable[..., TestClient]
 ) -> None:
     tiles = repo_copy / "data" / "tiles"
-    entry = _first_entry(repo_copy)
+    entry = first_entry(repo_copy)
     last = json.loads((repo_copy / "data" / "tile_index.json").read_text())["tiles"][-1]
     pack = tiles / entry["pack"]
     pack.chmod(0o644)
