@@ -19,6 +19,7 @@ pipeline: install
 lint: install
 	ruff check .
 	ruff format --check .
+	lint-imports
 
 test: lint airflow
 	python -m pytest

@@ -114,7 +114,7 @@ def client_main(args: argparse.Namespace) -> None:
         requests = [_infer_request(t) for t in tiles]
     else:
         sys.path.insert(0, str(ROOT))
-        from satpipe.packs import read_member
+        from satpipe.tiles.packs import read_member
 
         tiles_dir = Path(args.repo) / args.tiles_dir
         requests = [
@@ -201,9 +201,9 @@ def _calibrate(args: argparse.Namespace) -> float:
     what one core can do at that moment, so requests/s can be read against it.
     """
     sys.path.insert(0, str(ROOT))
-    from satpipe import model as model_lib
-    from satpipe.inference import TileSource, predict_file
-    from satpipe.records import TileEntry
+    from satpipe.core.records import TileEntry
+    from satpipe.inference.predict import TileSource, predict_file
+    from satpipe.models import model as model_lib
 
     repo = Path(args.repo)
     index = json.loads((repo / args.tile_index).read_text())

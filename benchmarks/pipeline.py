@@ -39,9 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from rasterio import windows
 from rasterio.windows import Window
-from satpipe.files import read_json
-from satpipe.raster import encode_tile, open_scene, read_window, tile_profile
-from satpipe.tiling import plan_jobs
+from satpipe.core.files import read_json
+from satpipe.core.raster import encode_tile, open_scene, read_window, tile_profile
+from satpipe.tiles.tiling import plan_jobs
 os.environ.setdefault("GDAL_CACHEMAX", "16")
 scenes_dir, manifest, out, size, compress, workers = sys.argv[1:7]
 size, workers = int(size), int(workers)

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.pipeline import FLOOR  # noqa: E402
 from benchmarks.pipeline import run as measured  # noqa: E402
-from satpipe import synthetic  # noqa: E402
+from satpipe.scenes import synthetic  # noqa: E402
 from tests.helpers import tool_env  # noqa: E402
 
 CASES = {"a": [(8192, 42)], "b": [(4096, seed) for seed in range(1, 9)]}

@@ -19,7 +19,8 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 import satpipe
-from satpipe import logs, malloc
+from satpipe.core import logs
+from satpipe.inference import malloc
 from serve import errors, routes
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.service import PinWatcher, Service, Serving
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (default: :meth:`Settings.from_env`)."""
     settings = settings if settings is not None else Settings.from_env()
     _configure_logging(settings)
-    malloc.tune_for_threads()  # tiles are classified in worker threads (see satpipe.malloc)
+    malloc.tune_for_threads()  # tiles are classified in worker threads (satpipe.inference.malloc)
     metrics = Metrics()
 
     def on_change(previous: Serving, serving: Serving) -> None:

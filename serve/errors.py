@@ -1,8 +1,8 @@
 """Errors of the service, and the one table that turns every known error into an HTTP status.
 
-Routes raise domain errors (:mod:`satpipe.errors` classes, or the few service-specific ones
+Routes raise domain errors (:mod:`satpipe.core.errors` classes, or the few service-specific ones
 below, which share the same root) and never build HTTP errors themselves. :func:`install` adds
-one exception handler for :class:`~satpipe.errors.SatpipeError`; it looks the exception's class
+one exception handler for :class:`~satpipe.core.errors.SatpipeError`; it looks the exception's class
 (most specific first) up in :data:`STATUS` and answers ``{"detail": str(exc)}``.
 
 Every error body, FastAPI's own included, is that one shape: a request FastAPI refuses (a
@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
-from satpipe.errors import (
+from satpipe.core.errors import (
     LockfileError,
     ModelError,
     NotGeoTIFFError,

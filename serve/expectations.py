@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from satpipe import lockfile
-from satpipe.errors import RasterReadError, TileError
-from satpipe.raster import Raster, is_tiff_bytes
-from satpipe.records import TileIndex
+from satpipe.core import lockfile
+from satpipe.core.errors import RasterReadError, TileError
+from satpipe.core.raster import Raster, is_tiff_bytes
+from satpipe.core.records import TileIndex
 
 # TIFF tags and field types read by tiff_shape (TIFF 6.0 and BigTIFF).
 _WIDTH, _LENGTH, _SAMPLES = 256, 257, 277

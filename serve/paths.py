@@ -4,8 +4,8 @@ A tile path is relative to the tiles directory, written with ``/`` and nothing e
 paths or drive letters, no ``..``, ``.`` or empty segments, no NUL, backslash, percent-encoding or
 other characters outside ``[A-Za-z0-9._-/]``, and a ``.tif``/``.tiff`` name. These checks are on
 the text, so encoded or doubled tricks are refused before the file system is touched. A path
-the tile index lists is read from its scene's pack (:mod:`satpipe.packs`) at the index's offset;
-any other ``.tif`` in the tiles directory is read as a file. What is read, pack or file, is
+the tile index lists is read from its scene's pack (:mod:`satpipe.tiles.packs`) at the index's
+offset; any other ``.tif`` in the tiles directory is read as a file. What is read, pack or file, is
 resolved through symlinks and must land inside the tiles directory or inside the DVC
 cache's file objects (DVC may check tiles out as symlinks into its cache); hardlinks and copies
 are plain files inside the tiles directory.
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from satpipe.records import TileEntry
+from satpipe.core.records import TileEntry
 from serve.errors import TileNotFoundError, TilePathError
 
 TILE_SUFFIXES = (".tif", ".tiff")

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from satpipe.errors import LockfileError
+from satpipe.core.errors import LockfileError
 
 
 class RegistryError(LockfileError):

@@ -7,7 +7,8 @@ Speed: routes and dependencies are ``async``; classification runs in worker thre
 (GDAL) and hashing it release the GIL, so a second core decodes while the event loop parses the
 next request: measured with ``benchmarks/load_serve.py`` on 2 cores, /infer by path went from
 441-448 req/s classified on the event loop to 554-565 req/s offloaded. The app also shortens
-the GIL switch interval and tunes glibc for threads (see :mod:`serve.app`, :mod:`satpipe.malloc`).
+the GIL switch interval and tunes glibc for threads (see :mod:`serve.app`,
+:mod:`satpipe.inference.malloc`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import satpipe
-from satpipe.errors import SatpipeError
+from satpipe.core.errors import SatpipeError
 from serve.errors import AuthError, status_for
 from serve.metrics import Metrics
 from serve.schemas import (

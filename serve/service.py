@@ -16,9 +16,9 @@ finishes on the model it started with, and its answer names that model. If the n
 be loaded, the service is not ready (503, ``satpipe_model_ready 0``,
 ``satpipe_pin_load_failures_total``) rather than serve a model the lock no longer names.
 
-Classification goes through :func:`satpipe.inference.predict_file` (tiles on disk, with the
-sha256 check batch inference does) and :func:`satpipe.inference.predict_raster` (uploads): the
-same functions as batch inference, so the same pixels give the same answer.
+Classification goes through :func:`satpipe.inference.predict.predict_file` (tiles on disk, with the
+sha256 check batch inference does) and :func:`satpipe.inference.predict.predict_raster` (uploads):
+the same functions as batch inference, so the same pixels give the same answer.
 """
 
 from __future__ import annotations
@@ -33,18 +33,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from satpipe import lockfile
-from satpipe import model as model_lib
-from satpipe.errors import LockfileError, ModelError, SatpipeError
-from satpipe.inference import (
+from satpipe.core import lockfile
+from satpipe.core.errors import LockfileError, ModelError, SatpipeError
+from satpipe.core.raster import decode_tile
+from satpipe.core.records import TileEntry, TileIndex, read_index
+from satpipe.inference.predict import (
     Prediction,
     TileSource,
     VerifiedFiles,
     predict_file,
     predict_raster,
 )
-from satpipe.raster import decode_tile
-from satpipe.records import TileEntry, TileIndex, read_index
+from satpipe.models import model as model_lib
 from serve.errors import NotReadyError
 from serve.expectations import Expectations
 from serve.paths import TileFile, TileRoots, resolve_tile_path
@@ -310,7 +310,7 @@ class Service:
         """Classify a resolved tile with :func:`predict_file`, checking its sha256 when indexed.
 
         A tile unchanged since its bytes last matched the index is not hashed again
-        (:class:`~satpipe.inference.VerifiedFiles`).
+        (:class:`~satpipe.inference.predict.VerifiedFiles`).
 
         Raises:
             SatpipeError: the tile cannot be classified (the message names ``tile.raw``).

@@ -1,6 +1,6 @@
 """What every stage shares: argument parsing, logging, and the error edge.
 
-A known failure (:class:`satpipe.errors.SatpipeError`) becomes one line on stderr,
+A known failure (:class:`satpipe.core.errors.SatpipeError`) becomes one line on stderr,
 ``error: <message>``, and exit code 1; no traceback. Anything else is a bug and keeps its traceback.
 """
 
@@ -12,8 +12,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from satpipe import logs
-from satpipe.errors import SatpipeError
+from satpipe.core import logs
+from satpipe.core.errors import SatpipeError
 
 log = logging.getLogger(__name__)
 

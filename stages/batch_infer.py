@@ -11,12 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from satpipe import logs
-from satpipe import model as model_lib
-from satpipe.batch import check_failures, footprints, inference_tiles, run_batch, write_run_record
-from satpipe.files import md5_file, sha256_file, write_json
-from satpipe.params import load_params
-from satpipe.records import read_index
+from satpipe.core import logs
+from satpipe.core.files import md5_file, sha256_file, write_json
+from satpipe.core.params import load_params
+from satpipe.core.records import read_index
+from satpipe.inference.batch import check_failures, inference_tiles, run_batch, write_run_record
+from satpipe.models import model as model_lib
+from satpipe.outputs.footprints import prediction_footprints
 from stages import _cli, _engine
 
 
@@ -42,7 +43,7 @@ def main(args: argparse.Namespace) -> None:
     write_run_record(args.run_record, run)
     check_failures(run, params.batch_infer, args.tiles_dir)
     write_json(args.predictions, run.predictions.to_json())
-    write_json(args.geojson, footprints(index, run.predictions.predictions), indent=None)
+    write_json(args.geojson, prediction_footprints(index, run.predictions.predictions), indent=None)
 
 
 if __name__ == "__main__":

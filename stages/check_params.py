@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from satpipe.params import load_params
+from satpipe.core.params import load_params
 from stages import _cli
 
 

@@ -13,10 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
-from satpipe import model as model_lib
-from satpipe.evaluation import evaluate_predictions
-from satpipe.files import write_json
-from satpipe.records import read_index, read_predictions
+from satpipe.core.files import write_json
+from satpipe.core.records import read_index, read_predictions
+from satpipe.evaluation.evaluate import evaluate_predictions
+from satpipe.models import model as model_lib
 from stages import _cli
 
 log = logging.getLogger(__name__)

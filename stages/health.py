@@ -1,7 +1,7 @@
 """Stage health: compare inference features with the model's training reference.
 
 Usage: ``python -m stages.health <model.json> <predictions.json> <health.json>``; reads ``health``.
-See :mod:`satpipe.health` for which tiles are compared and how.
+See :mod:`satpipe.evaluation.health` for which tiles are compared and how.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import argparse
 import logging
 import sys
 
-from satpipe import model as model_lib
-from satpipe.files import write_json
-from satpipe.health import health_document
-from satpipe.params import load_params
-from satpipe.records import read_predictions
+from satpipe.core.files import write_json
+from satpipe.core.params import load_params
+from satpipe.core.records import read_predictions
+from satpipe.evaluation.health import health_document
+from satpipe.models import model as model_lib
 from stages import _cli
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from satpipe.files import atomic_dir, write_json
-from satpipe.ingest import ingest_scenes
-from satpipe.params import load_params
-from satpipe.records import manifest_json
+from satpipe.core.files import atomic_dir, write_json
+from satpipe.core.params import load_params
+from satpipe.core.records import manifest_json
+from satpipe.scenes.ingest import ingest_scenes
 from stages import _cli, _engine
 
 

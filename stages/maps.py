@@ -15,10 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-from satpipe import model as model_lib
-from satpipe.files import atomic_dir
-from satpipe.maps import render_maps
-from satpipe.records import read_index, read_predictions
+from satpipe.core.files import atomic_dir
+from satpipe.core.records import read_index, read_predictions
+from satpipe.models import model as model_lib
+from satpipe.outputs.maps import render_maps
 from stages import _cli
 
 log = logging.getLogger(__name__)

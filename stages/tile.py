@@ -3,7 +3,7 @@
 Usage: ``python -m stages.tile <scenes_dir> <manifest.json> <tiles_dir> <tile_index.json>
 <metrics.json>``; reads ``tile`` and ``features`` (and ``engine``, not a DVC param). Tiles of
 scene ``<id>`` are the members ``<id>/r..._c....tif`` of the pack ``<tiles_dir>/<id>.zip`` (see
-:mod:`satpipe.packs`); the directory appears only when all are written.
+:mod:`satpipe.tiles.packs`); the directory appears only when all are written.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from satpipe import logs
-from satpipe.files import atomic_dir, write_json
-from satpipe.params import load_params
-from satpipe.records import read_manifest
-from satpipe.tiling import tile_scenes
+from satpipe.core import logs
+from satpipe.core.files import atomic_dir, write_json
+from satpipe.core.params import load_params
+from satpipe.core.records import read_manifest
+from satpipe.tiles.tiling import tile_scenes
 from stages import _cli, _engine
 
 log = logging.getLogger(__name__)

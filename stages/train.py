@@ -9,11 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from satpipe.files import write_json
-from satpipe.params import load_params
-from satpipe.records import read_index
-from satpipe.tileindex import index_hash
-from satpipe.training import train
+from satpipe.core.files import write_json
+from satpipe.core.params import load_params
+from satpipe.core.records import read_index
+from satpipe.models.training import train
+from satpipe.tiles.index import index_hash
 from stages import _cli
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from satpipe.packs import read_member
+from satpipe.tiles.packs import read_member
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

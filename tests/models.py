@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from satpipe import model as model_lib
-from satpipe.classes import CLASSES
-from satpipe.features import FeatureSpec
-from satpipe.kinds import TrainingSet
+from satpipe.core.classes import CLASSES
+from satpipe.models import model as model_lib
+from satpipe.models.kinds import TrainingSet
+from satpipe.tiles.features import FeatureSpec
 
 
 def threshold_model(

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from satpipe.features import FeatureSpec
-from satpipe.grid import tile_id
-from satpipe.records import (
+from satpipe.core.records import (
     SceneRecord,
     TileEntry,
     TileIndex,
     TilePrediction,
     TileWindow,
 )
-from satpipe.tileindex import build_index
+from satpipe.tiles.features import FeatureSpec
+from satpipe.tiles.grid import tile_id
+from satpipe.tiles.index import build_index
 
 
 def window_of(tid: str, size: int = 1) -> TileWindow:
@@ -103,7 +103,7 @@ def scene_record(scene_id: str = "s", role: str = "both", **fields: Any) -> Scen
 
 
 def from_inspected(meta: dict[str, Any], scene_id: str = "s", **fields: Any) -> SceneRecord:
-    """A :class:`SceneRecord` from :func:`satpipe.scene.inspect_scene`'s metadata."""
+    """A :class:`SceneRecord` from :func:`satpipe.scenes.validation.inspect_scene`'s metadata."""
     base = {"role": "both", "source": {"kind": "file"}, "labels": None, "preview": None}
     return SceneRecord.from_json({**base, **meta, "id": scene_id, **fields}, "test scene")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from satpipe.files import read_json
+from satpipe.core.files import read_json
 from tests.helpers import REPO, indexed_tile, overwrite_indexed_tile, stage
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from satpipe.files import TEMP_MARK
+from satpipe.core.files import TEMP_MARK
 from tests.helpers import run, tool_env
 from tests.serve_fixtures import pipeline_repo, repo_copy  # noqa: F401
 

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from satpipe.download import download
-from satpipe.errors import ChecksumError, DownloadError, NotGeoTIFFError
-from satpipe.ingest import ingest
-from satpipe.params import IngestParams
+from satpipe.core.errors import ChecksumError, DownloadError, NotGeoTIFFError
+from satpipe.core.params import IngestParams
+from satpipe.scenes.download import download
+from satpipe.scenes.ingest import ingest
 
 # A route gets the handler and the 1-based number of this request to its path.
 Route = Callable[[BaseHTTPRequestHandler, int], None]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from satpipe.drift import health_report, psi, psi_bins_for
-from satpipe.model import reference_distribution
-from satpipe.params import HealthParams
+from satpipe.core.params import HealthParams
+from satpipe.evaluation.drift import health_report, psi, psi_bins_for
+from satpipe.models.model import reference_distribution
 
 REF_VALUES = np.random.default_rng(1).normal(1000.0, 100.0, 2000)
 REFERENCE = {

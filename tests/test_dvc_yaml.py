@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from satpipe.params import Params
+from satpipe.core.params import Params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,12 +31,28 @@ def _module_file(name: str) -> Path | None:
     candidate = REPO.joinpath(*parts).with_suffix(".py")
     if candidate.is_file():
         return candidate
-    package = REPO.joinpath(*parts, "__init__.py")  # a subpackage such as satpipe.kinds
+    package = REPO.joinpath(*parts, "__init__.py")  # a subpackage such as satpipe.models.kinds
     return package if len(parts) > 1 and package.is_file() else None
 
 
+def _packages(module: Path) -> list[Path]:
+    """The ``__init__.py`` of every package that holds ``module`` (Python runs each on import)."""
+    inits = []
+    for parent in module.parents:
+        if parent == REPO:
+            break
+        init = parent / "__init__.py"
+        if init.is_file() and init != module:
+            inits.append(init)
+    return inits
+
+
 def code_closure(script: Path) -> set[str]:
-    """Repo-relative paths of the script and every satpipe/stages module it imports (transitive)."""
+    """Repo-relative paths of the script and every satpipe/stages module it imports (transitive).
+
+    Importing ``satpipe.models.kinds.threshold`` runs ``satpipe/models/__init__.py`` and
+    ``satpipe/models/kinds/__init__.py`` first, so those count as imported too.
+    """
     seen: set[Path] = set()
     todo = [script]
     while todo:
@@ -44,6 +60,7 @@ def code_closure(script: Path) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
+        todo.extend(_packages(path))
         for name in _imports(path):
             module = _module_file(name)
             if module is not None:

@@ -29,9 +29,10 @@ import yaml
 from rasterio._err import CPLE_AppDefinedError
 from rasterio.windows import Window
 
-from satpipe.engine import Engine, EngineSpec
-from satpipe.errors import EngineError, ParamsError, RasterReadError, TilingError
-from satpipe.raster import open_scene, read_window
+from satpipe.core.errors import EngineError, ParamsError, RasterReadError, TilingError
+from satpipe.core.raster import open_scene, read_window
+from satpipe.engines.engine import Engine
+from satpipe.engines.spec import EngineSpec
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_DASK = importlib.util.find_spec("distributed") is not None

@@ -8,20 +8,22 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from satpipe.errors import ModelError
-from satpipe.evaluation import (
+from satpipe.core.errors import ModelError
+from satpipe.core.records import TileEntry, TilePrediction
+from satpipe.evaluation.evaluate import (
     EvaluationResult,
+    curve_thresholds,
+    evaluate_run,
+    histogram_rows,
+)
+from satpipe.models.scores import (
     ThresholdFit,
     classification_scores,
     confusion_matrix,
-    curve_thresholds,
-    evaluate_run,
     fit_threshold,
-    histogram_rows,
     threshold_curve,
 )
-from satpipe.records import TileEntry, TilePrediction
-from satpipe.tileindex import is_training_tile
+from satpipe.tiles.index import is_training_tile
 from tests.records import prediction, tile_entry
 
 CLASSES = ("dark", "bright")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from satpipe import model as model_lib
-from satpipe.errors import ModelError
-from satpipe.features import FeatureSpec, tile_features, valid_mask
+from satpipe.core.errors import ModelError
+from satpipe.core.raster import valid_mask
+from satpipe.models import model as model_lib
+from satpipe.tiles.features import FeatureSpec, tile_features
 from tests.models import threshold_model
 
 

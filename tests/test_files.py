@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from satpipe.files import (
+from satpipe.core.files import (
     TEMP_MARK,
     atomic_dir,
     atomic_path,
@@ -94,7 +94,7 @@ def test_the_next_write_removes_a_killed_writers_temporary(tmp_path: Path) -> No
     code = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from satpipe.files import atomic_dir\n"
+        "from satpipe.core.files import atomic_dir\n"
         "with atomic_dir(Path(sys.argv[1])) as tmp:\n"
         "    (tmp / 'part.tif').write_bytes(b'x' * 1000)\n"
         "    print('writing', flush=True)\n"

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from satpipe import inference, malloc
-from satpipe import model as model_lib
-from satpipe.errors import TileError
-from satpipe.files import sha256_file
-from satpipe.inference import VerifiedFiles, predict_file
+from satpipe.core.errors import TileError
+from satpipe.core.files import sha256_file
+from satpipe.inference import malloc
+from satpipe.inference import predict as inference
+from satpipe.inference.predict import VerifiedFiles, predict_file
+from satpipe.models import model as model_lib
 from tests.models import threshold_model
 
 

@@ -11,8 +11,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from satpipe import synthetic
-from satpipe.errors import (
+from satpipe.core.errors import (
     AcquisitionTimeError,
     ChecksumError,
     EmptySceneError,
@@ -21,8 +20,9 @@ from satpipe.errors import (
     RasterReadError,
     UnsupportedDtypeError,
 )
-from satpipe.ingest import ingest
-from satpipe.params import IngestParams
+from satpipe.core.params import IngestParams
+from satpipe.scenes import synthetic
+from satpipe.scenes.ingest import ingest
 
 TIME = "2024-06-01T10:30:21Z"
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from satpipe.errors import ModelError
-from satpipe.kinds.base import TrainingSet
-from satpipe.kinds.logistic import LogisticKind
+from satpipe.core.errors import ModelError
+from satpipe.models.kinds.base import TrainingSet
+from satpipe.models.kinds.logistic import LogisticKind
 
 NAMES = ("mean_intensity", "valid_fraction", "band_1_mean", "band_1_std")
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from satpipe.errors import ModelError
-from satpipe.kinds import onnx as onnx_kind
-from satpipe.kinds.base import TrainingSet
-from satpipe.kinds.onnx import OnnxKind
+from satpipe.core.errors import ModelError
+from satpipe.models.kinds import onnx as onnx_kind
+from satpipe.models.kinds.base import TrainingSet
+from satpipe.models.kinds.onnx import OnnxKind
 from tests import onnx_models
 
 CLASSES = ("dark", "bright")
@@ -127,7 +127,7 @@ def test_fit_runs_the_graph_and_logs_training_accuracy(
 ) -> None:
     onnx_models.threshold_graph(tmp_path / "t.onnx", T)
     train = training_set([5.0, 2000.0, 3000.0, 7.0], ["dark", "bright", "dark", None])
-    with caplog.at_level(logging.INFO, logger="satpipe.kinds.onnx"):
+    with caplog.at_level(logging.INFO, logger="satpipe.models.kinds.onnx"):
         OnnxKind.fit(train, feature_params("t.onnx"), tmp_path)
     assert "ran on 4 training tiles; accuracy on the 3 labelled ones 0.6667" in caplog.text
 

@@ -24,14 +24,14 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from satpipe import kinds
-from satpipe.files import write_json
-from satpipe.inference import batch_predict
-from satpipe.kinds.base import TrainingSet
-from satpipe.params import TrainParams
-from satpipe.records import read_index
-from satpipe.tileindex import index_hash, is_inference_tile
-from satpipe.training import train
+from satpipe.core.files import write_json
+from satpipe.core.params import TrainParams
+from satpipe.core.records import read_index
+from satpipe.inference.predict import batch_predict
+from satpipe.models import kinds
+from satpipe.models.kinds.base import TrainingSet
+from satpipe.models.training import train
+from satpipe.tiles.index import index_hash, is_inference_tile
 from serve.app import create_app
 from serve.settings import Settings
 from tests.helpers import output as run

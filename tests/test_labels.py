@@ -12,16 +12,16 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from satpipe import synthetic
-from satpipe.errors import LabelError, ModelError, ParamsError
-from satpipe.evaluation import evaluate_run
-from satpipe.features import FeatureSpec
-from satpipe.ingest import ingest
-from satpipe.labels import LabelLookup, tile_reference
-from satpipe.params import IngestParams, TrainParams, parse_params
-from satpipe.records import TileIndex
-from satpipe.tiling import cut_tiles
-from satpipe.training import train
+from satpipe.core.errors import LabelError, ModelError, ParamsError
+from satpipe.core.params import IngestParams, TrainParams, parse_params
+from satpipe.core.records import TileIndex
+from satpipe.evaluation.evaluate import evaluate_run
+from satpipe.models.training import train
+from satpipe.scenes import synthetic
+from satpipe.scenes.ingest import ingest
+from satpipe.scenes.labels import LabelLookup, tile_reference
+from satpipe.tiles.features import FeatureSpec
+from satpipe.tiles.tiling import cut_tiles
 from tests.helpers import stage
 from tests.records import prediction, tile_entry, tile_index
 

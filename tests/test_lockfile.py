@@ -1,4 +1,4 @@
-"""satpipe.lockfile: parsing dvc.lock, the pin, and finding pinned bytes by md5."""
+"""satpipe.core.lockfile: parsing dvc.lock, the pin, and finding pinned bytes by md5."""
 
 # Fixtures are imported from tests.serve_fixtures; pytest injects them as same-named arguments.
 # ruff: noqa: F811
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from satpipe import lockfile
-from satpipe.errors import LockfileError
+from satpipe.core import lockfile
+from satpipe.core.errors import LockfileError
 from tests.serve_fixtures import pipeline_repo, repo_copy, run  # noqa: F401
 
 MODEL_MD5 = "e62e36b189ba3e12ae46b09b718fabf5"

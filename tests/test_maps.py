@@ -21,12 +21,12 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window, bounds
 
-from satpipe import classes as class_lib
-from satpipe import maps, quicklook
-from satpipe.errors import ModelError, SceneError, TilingError
-from satpipe.grid import axis_offsets, tile_id
-from satpipe.raster import open_scene
-from satpipe.records import SceneRecord, TilePrediction
+from satpipe.core import classes as class_lib
+from satpipe.core.errors import ModelError, SceneError, TilingError
+from satpipe.core.raster import open_scene
+from satpipe.core.records import SceneRecord, TilePrediction
+from satpipe.outputs import maps, quicklook
+from satpipe.tiles.grid import axis_offsets, tile_id
 from tests.records import scene_record, window_prediction
 
 CLASSES = ("dark", "bright")

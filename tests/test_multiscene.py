@@ -11,8 +11,8 @@ import rasterio
 import yaml
 from rasterio.transform import from_origin
 
-from satpipe.files import read_json
-from satpipe.tileindex import in_training_subset
+from satpipe.core.files import read_json
+from satpipe.tiles.index import in_training_subset
 from tests.helpers import REPO, STAGES, indexed_tile, run_stages, stage
 
 

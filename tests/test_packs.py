@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from satpipe.errors import RasterReadError
-from satpipe.packs import PackWriter, pack_name, read_member
+from satpipe.core.errors import RasterReadError
+from satpipe.tiles.packs import PackWriter, pack_name, read_member
 
 
 def _write(path: Path, members: list[tuple[str, bytes]]) -> list[tuple[int, int]]:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from satpipe.errors import ParamsError
-from satpipe.params import IngestParams, Params, TileParams, load_params, parse_params
+from satpipe.core.errors import ParamsError
+from satpipe.core.params import IngestParams, Params, TileParams, load_params, parse_params
 
 SHA = "a" * 64
 

@@ -19,19 +19,19 @@ from affine import Affine
 from rasterio import windows
 from rasterio.windows import Window
 
-from satpipe.errors import (
+from satpipe.core.errors import (
     EmptySceneError,
     GeoreferencingError,
     NotGeoTIFFError,
     RasterReadError,
     TilingError,
 )
-from satpipe.features import FeatureSpec
-from satpipe.ingest import ingest
-from satpipe.packs import vsi_path
-from satpipe.params import IngestParams, TileParams
-from satpipe.records import SceneRecord
-from satpipe.tiling import cut_tiles
+from satpipe.core.params import IngestParams, TileParams
+from satpipe.core.records import SceneRecord
+from satpipe.scenes.ingest import ingest
+from satpipe.tiles.features import FeatureSpec
+from satpipe.tiles.packs import vsi_path
+from satpipe.tiles.tiling import cut_tiles
 from tests.helpers import indexed_tile
 
 TIME = "2020-01-01T00:00:00Z"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from satpipe import lockfile
+from satpipe.core import lockfile
 from serve.app import create_app
 from serve.settings import Settings
 from tests.helpers import clone_working_tree, indexed_tile

@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from satpipe.errors import (
+from satpipe.core.errors import (
     AcquisitionTimeError,
     EmptySceneError,
     GeoreferencingError,
@@ -19,7 +19,7 @@ from satpipe.errors import (
     SceneError,
     UnsupportedDtypeError,
 )
-from satpipe.scene import find_acquisition_time, inspect_scene, parse_time_tag
+from satpipe.scenes.validation import find_acquisition_time, inspect_scene, parse_time_tag
 
 TIME = "2024-06-01T10:30:21Z"
 

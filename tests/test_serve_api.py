@@ -15,7 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from satpipe import lockfile
+from satpipe.core import lockfile
 from serve.app import create_app
 from serve.errors import SettingsError
 from serve.schemas import MAX_BATCH

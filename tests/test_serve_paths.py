@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from satpipe import lockfile
+from satpipe.core import lockfile
 from serve.errors import TilePathError
 from serve.paths import check_tile_path
 from tests.helpers import indexed_tile, overwrite_indexed_tile

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from satpipe import lockfile
+from satpipe.core import lockfile
 from tests.serve_fixtures import (  # noqa: F401
     client,
     first_tile,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from satpipe import lockfile
+from satpipe.core import lockfile
 from serve.errors import SettingsError
 from serve.service import Service
 from serve.settings import Settings

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from satpipe import lockfile
+from satpipe.core import lockfile
 from serve.service import Service
 from tests.serve_fixtures import (  # noqa: F401
     first_tile,

@@ -15,7 +15,7 @@ from affine import Affine
 from fastapi.testclient import TestClient
 from rasterio.io import MemoryFile
 
-from satpipe.errors import RasterReadError
+from satpipe.core.errors import RasterReadError
 from serve.expectations import tiff_shape
 from tests.helpers import indexed_tile
 from tests.serve_fixtures import (  # noqa: F401

@@ -19,11 +19,11 @@ import rasterio
 import yaml
 from affine import Affine
 
-from satpipe import stac
-from satpipe.errors import ChecksumError, DownloadError, NotGeoTIFFError, SatpipeError
-from satpipe.files import read_json
-from satpipe.ingest import ingest
-from satpipe.params import IngestParams
+from satpipe.core.errors import ChecksumError, DownloadError, NotGeoTIFFError, SatpipeError
+from satpipe.core.files import read_json
+from satpipe.core.params import IngestParams
+from satpipe.scenes import stac
+from satpipe.scenes.ingest import ingest
 from tests.helpers import REPO, run_stages, stage
 from tests.range_server import RangeServer
 from tests.stac_standins import (

@@ -12,13 +12,14 @@ import pytest
 import rasterio
 from rasterio import windows
 
-from satpipe.engine import Engine, EngineSpec
-from satpipe.errors import TilingError
-from satpipe.features import FeatureSpec
-from satpipe.packs import vsi_path
-from satpipe.records import SceneRecord
-from satpipe.scene import inspect_scene
-from satpipe.tiling import axis_offsets, cut_tiles, plan_jobs, tile_id
+from satpipe.core.errors import TilingError
+from satpipe.core.records import SceneRecord
+from satpipe.engines.engine import Engine
+from satpipe.engines.spec import EngineSpec
+from satpipe.scenes.validation import inspect_scene
+from satpipe.tiles.features import FeatureSpec
+from satpipe.tiles.packs import vsi_path
+from satpipe.tiles.tiling import axis_offsets, cut_tiles, plan_jobs, tile_id
 from tests.helpers import indexed_tile
 from tests.records import from_inspected
 
@@ -182,8 +183,8 @@ def test_feature_band_out_of_range(make_raster, tmp_path: Path) -> None:
 
 def test_index_features_match_tile_files(make_raster, tmp_path: Path) -> None:
     """The feature recorded at tiling time is bit-identical to one computed from the file."""
-    from satpipe.features import tile_features
-    from satpipe.raster import decode_tile
+    from satpipe.core.raster import decode_tile
+    from satpipe.tiles.features import tile_features
 
     scene, meta = _scene(
         make_raster,

@@ -1,0 +1,199 @@
+"""Drift: comparing what inference saw with what training saw.
+
+The reference is the training feature distribution stored in the model (101 quantiles, mean,
+standard deviation, class fractions). Against it, the inference features give:
+
+- the Kolmogorov-Smirnov statistic against the reference CDF interpolated linearly between the
+  stored quantiles, with the two-sample p-value (the reference is itself a sample);
+- the population stability index, ``PSI = sum((a - e) * ln(a / e))`` over bins cut at the
+  reference quantiles (so each bin expects ``e = 1 / bins``), with at most ``health.psi_bins``
+  bins and at least about 10 compared tiles per bin (PSI is noise on sparser bins);
+- the mean shift in training standard deviations, ``(mean_inf - mean_ref) / std_ref``;
+- the failure rate, and the largest change in any class's share of predictions.
+
+Each figure is compared with a warning and a critical threshold from ``params.yaml``; the worst
+check sets the status. Figures are rounded to 6 significant digits so the report is byte-stable
+across CPUs whose math libraries differ in the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from satpipe.core.params import HealthParams
+
+_MIN_SAMPLES = 20
+STATUSES = ("healthy", "warning", "critical")
+
+
+def _r(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def ks_test(values: np.ndarray, reference: dict[str, Any]) -> tuple[float, float]:
+    """KS statistic of ``values`` against the reference quantile CDF, and its p-value.
+
+    The reference CDF was itself estimated from ``reference["count"]`` training tiles, so the
+    p-value is that of the two-sample test: the Kolmogorov distribution at the effective size
+    ``n * m / (n + m)``. Treating the reference as exact (one-sample) understates the p-value
+    when the training set is small.
+    """
+    levels = np.asarray(reference["quantile_levels"], dtype=np.float64)
+    quantiles = np.asarray(reference["quantiles"], dtype=np.float64)
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n, m = x.size, int(reference["count"])
+    cdf = np.interp(x, quantiles, levels, left=0.0, right=1.0)
+    steps = np.arange(1, n + 1) / n
+    statistic = float(max(np.max(steps - cdf), np.max(cdf - (steps - 1.0 / n))))
+    effective = max(1, round(n * m / (n + m)))
+    return statistic, float(stats.kstwo.sf(statistic, effective))
+
+
+def psi_bins_for(n: int, max_bins: int) -> int:
+    """Bins for PSI: at most ``max_bins``, and at least ~10 expected values per bin (min 2)."""
+    return max(2, min(max_bins, n // 10))
+
+
+def psi(values: np.ndarray, reference: dict[str, Any], bins: int) -> float:
+    """Population stability index over ``bins`` reference-quantile bins.
+
+    Actual bin fractions are smoothed, ``(count + 0.5) / (n + 0.5 * bins)``, so that an empty bin
+    adds a bounded amount instead of dominating the sum.
+    """
+    quantiles = np.asarray(reference["quantiles"], dtype=np.float64)
+    positions = [round(k * (len(quantiles) - 1) / bins) for k in range(1, bins)]
+    edges = quantiles[positions]
+    idx = np.searchsorted(edges, values, side="right")
+    counts = np.bincount(idx, minlength=bins)
+    expected = 1.0 / bins
+    total = 0.0
+    for count in counts:
+        a = (float(count) + 0.5) / (values.size + 0.5 * bins)
+        total += (a - expected) * math.log(a / expected)
+    return total
+
+
+def _grade(value: float, warning: float, critical: float, higher_is_worse: bool = True) -> str:
+    if higher_is_worse:
+        return "critical" if value > critical else "warning" if value > warning else "healthy"
+    return "critical" if value < critical else "warning" if value < warning else "healthy"
+
+
+_ADVICE = {
+    "ks_pvalue": "The feature distribution differs from training (KS test): check that the "
+    "scenes come from the same sensor, season and processing level, or retrain on recent scenes.",
+    "psi": "The population stability index shows the feature's distribution has moved: "
+    "inspect the scenes behind the shift and consider retraining.",
+    "mean_shift": "Mean intensity moved by {value} training standard deviations: look for "
+    "clouds, haze, snow or a calibration change, and retrain if it is real.",
+    "failure_rate": "{value:.1%} of tiles could not be read: see tiles_failed in "
+    "predictions.json and re-run tiling (dvc repro) or fix the storage.",
+    "class_shift": "The share of predicted classes moved by {value:.1%} from training: "
+    "confirm with a few labelled tiles before trusting the counts.",
+}
+
+
+def health_report(
+    values: np.ndarray,
+    reference: dict[str, Any],
+    failed: int,
+    total: int,
+    class_fractions: dict[str, float],
+    params: HealthParams,
+) -> dict[str, Any]:
+    """Compare inference features with the reference and grade the result.
+
+    Args:
+        values: inference feature values compared with the reference.
+        reference: the model's reference distribution.
+        failed: tiles that could not be inferred.
+        total: tiles attempted.
+        class_fractions: share of each class among the inference predictions.
+        params: the ``health`` thresholds.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    failure_rate = failed / total if total else 0.0
+    checks: dict[str, dict[str, Any]] = {}
+    figures: dict[str, Any] = {"tiles_compared": int(values.size), "failure_rate": _r(failure_rate)}
+    recommendations: list[str] = []
+    if values.size:
+        stat, pvalue = ks_test(values, reference)
+        ref_std = reference["std"] or 1.0
+        bins = psi_bins_for(values.size, params.psi_bins)
+        shift = (float(values.mean()) - reference["mean"]) / ref_std
+        # A pixel-input model has no training-set class shares (training sees only features).
+        ref_fr = reference.get("class_fractions") or {}
+        class_shift = max(
+            (abs(class_fractions.get(k, 0.0) - v) for k, v in ref_fr.items()), default=0.0
+        )
+        figures.update(
+            ks_statistic=_r(stat),
+            ks_pvalue=_r(pvalue),
+            psi=_r(psi(values, reference, bins)),
+            psi_bins=bins,
+            mean_shift_std=_r(shift),
+            inference_mean=_r(float(values.mean())),
+            reference_mean=_r(reference["mean"]),
+            reference_std=_r(reference["std"]),
+            class_shift=_r(class_shift),
+        )
+        checks["ks_pvalue"] = {
+            "value": figures["ks_pvalue"],
+            "warning": params.ks_pvalue_warning,
+            "critical": params.ks_pvalue_critical,
+            "status": _grade(pvalue, params.ks_pvalue_warning, params.ks_pvalue_critical, False),
+        }
+        limits = {
+            "psi": (figures["psi"], params.psi_warning, params.psi_critical),
+            "mean_shift": (
+                abs(figures["mean_shift_std"]),
+                params.mean_shift_warning,
+                params.mean_shift_critical,
+            ),
+            "class_shift": (
+                figures["class_shift"],
+                params.class_shift_warning,
+                params.class_shift_critical,
+            ),
+        }
+        for name, (value, warn, crit) in limits.items():
+            checks[name] = {
+                "value": value,
+                "warning": warn,
+                "critical": crit,
+                "status": _grade(value, warn, crit),
+            }
+        if values.size < _MIN_SAMPLES:
+            recommendations.append(
+                f"Only {values.size} tiles were compared; drift figures are unreliable below "
+                f"{_MIN_SAMPLES}: use a larger scene, a smaller tile.size or a lower "
+                "train.fraction."
+            )
+    else:
+        recommendations.append(
+            "No inference tile to compare with training: every tile was used "
+            "for training or failed; lower train.fraction."
+        )
+    checks["failure_rate"] = {
+        "value": figures["failure_rate"],
+        "warning": params.failure_rate_warning,
+        "critical": params.failure_rate_critical,
+        "status": _grade(failure_rate, params.failure_rate_warning, params.failure_rate_critical),
+    }
+    worst = max((STATUSES.index(c["status"]) for c in checks.values()), default=0)
+    status = STATUSES[worst] if values.size else max(STATUSES[worst], "warning", key=STATUSES.index)
+    for name, check in checks.items():
+        if check["status"] != "healthy":
+            recommendations.append(_ADVICE[name].format(value=check["value"]))
+    if status == "healthy" and not recommendations:
+        recommendations.append("No action needed: inference data matches the training reference.")
+    return {
+        "status": status,
+        "figures": figures,
+        "checks": checks,
+        "recommendations": recommendations,
+    }

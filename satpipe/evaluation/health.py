@@ -1,0 +1,82 @@
+"""Health: the report comparing what inference saw with what training saw, overall and per scene.
+
+The tiles compared are those not used for training when inference ran on the training index
+(held-out tiles of ``both`` scenes and every tile of ``infer`` scenes), otherwise every inferred
+tile. For each, the model's monitored feature is compared with the reference distribution stored
+in the model (:mod:`satpipe.evaluation.drift`), with the failure rate and the shift in class shares;
+the worst check sets the status, overall and for each scene.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from satpipe.core.params import HealthParams
+from satpipe.core.records import PredictionSet, TilePrediction, by_scene
+from satpipe.evaluation.drift import STATUSES, health_report
+from satpipe.models.model import Model
+from satpipe.tiles.index import held_out_filter
+
+
+def _compare(
+    records: Sequence[TilePrediction], failed: int, total: int, model: Model, hp: HealthParams
+) -> dict[str, Any]:
+    values = np.array([r.features[model.monitored] for r in records], dtype=np.float64)
+    fractions = {
+        c: (sum(r.prediction == c for r in records) / len(records) if records else 0.0)
+        for c in model.classes
+    }
+    report = health_report(values, model.reference, failed, total, fractions, hp)
+    return {
+        "status": report["status"],
+        "tiles_failed": failed,
+        "prediction_fractions": {c: round(v, 6) for c, v in fractions.items()},
+        **{k: v for k, v in report.items() if k != "status"},
+    }
+
+
+def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) -> dict[str, Any]:
+    """The health report (a DVC metric) of a predictions document.
+
+    Args:
+        model: the model the predictions were made with.
+        predictions: the batch-inference run.
+        hp: the ``health`` params (warning and critical thresholds).
+    """
+    meta, failed = predictions.metadata, predictions.failures
+    same_index = predictions.index_sha256 == model.training["tile_index_sha256"]
+    held_out = held_out_filter(model.training, predictions.index_sha256)
+    # leave out the tiles the model was fitted on
+    records = [r for r in predictions.predictions if held_out(r)]
+    overall = _compare(records, len(failed), meta["tiles_total"], model, hp)
+    scenes = {}
+    records_by, failed_by = by_scene(records), by_scene(failed)
+    for sid in sorted(records_by.keys() | failed_by.keys()):
+        mine, n_failed = records_by.get(sid, []), len(failed_by.get(sid, []))
+        scene = _compare(mine, n_failed, len(mine) + n_failed, model, hp)
+        scenes[sid] = {k: scene[k] for k in ("status", "figures", "prediction_fractions")}
+    by_status = {s: sorted(k for k, v in scenes.items() if v["status"] == s) for s in STATUSES}
+    worse = [
+        sid
+        for sid, v in scenes.items()
+        if STATUSES.index(v["status"]) > STATUSES.index(overall["status"])
+    ]
+    if worse:
+        overall["recommendations"].append(
+            f"Scenes {', '.join(worse)} look worse than the whole: see scenes.<id> in this "
+            "report and inspect them before trusting their predictions."
+        )
+    report = {
+        "status": overall.pop("status"),
+        "model_version": model.version,
+        "compared": "tiles not used for training" if same_index else "all inferred tiles",
+        "tiles_inferred": meta["tiles_inferred"],
+        **overall,
+        "scenes": scenes,
+        "scenes_by_status": {s: len(v) for s, v in by_status.items()},
+        "thresholds": hp.model_dump(),
+    }
+    return report

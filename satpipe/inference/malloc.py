@@ -1,0 +1,52 @@
+"""glibc allocator settings for processes that decode tiles in worker threads.
+
+Every tile decoded allocates a handful of half-megabyte buffers (the file's bytes, GDAL's block
+and the pixel array). glibc serves blocks that large with ``mmap`` unless its adaptive threshold
+has grown past them, and it gives the top of a thread's arena back to the kernel as soon as a
+little is free. The main thread's arena adapts; worker threads' arenas kept paying a fresh
+``mmap``, page faults and ``munmap`` per buffer: :func:`satpipe.inference.predict.predict_file` cost
+1.75 ms per 256x256x4 tile in a worker thread against 1.21 ms on the main thread, on the same
+tiles (2-core VM). With the thresholds below both cost 1.19-1.24 ms.
+
+:func:`tune_for_threads` fixes the mmap threshold at 4 MiB and lets up to 64 MiB stay free in
+an arena before it is trimmed: memory is reused instead of returned and faulted in again. It
+changes no result, only where freed memory waits. It is a no-op off glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 64 << 20
+
+_done = False
+
+
+def tune_for_threads() -> bool:
+    """Set glibc's mmap and trim thresholds for this process (once); True if applied."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+    if not ok:
+        log.debug("mallopt refused the thresholds; allocator left as is")
+    _done = ok
+    return ok

@@ -1,0 +1,569 @@
+"""The ``onnx`` kind: a classifier a team trained elsewhere and exported to ONNX.
+
+An *ONNX model* here is one self-contained ``.onnx`` file whose graph has exactly one input and
+whose first output holds one score per class: ``(N, len(classes))``, column ``i`` meaning
+``classes[i]``. The input is either the tile's feature vector (``input: features``, shape
+``(N, len(features))``, columns in the order of ``features``) or its pixels (``input: pixels``,
+shape ``(N, bands, size, size)``). The batch dimension must be dynamic (a name or unknown), since
+tiles are fed ``batch`` at a time.
+
+Nothing is trained: :meth:`OnnxKind.fit` loads the file, checks that its declared input and
+output are what ``params`` say (a one-line :class:`~satpipe.core.errors.ModelError` naming the file
+otherwise), runs it once on the training features as a smoke test (logging the accuracy on the
+labelled tiles) and pins the file by its sha256. The document stores the path relative to the
+project root, never an absolute one, and :meth:`OnnxKind.from_dict` refuses a file whose sha256
+differs from the pinned one, as a tampered model is refused.
+
+A tile's class is the column with the highest score (``argmax``; on a tie the *first* such
+column, as :func:`numpy.argmax` does) and its score is that highest value, as float64. A score of
+NaN is an error, not a class.
+
+Numeric precision: the graph sees what its input type declares. For a ``tensor(float)`` (float32)
+input, the float64 features are rounded to the nearest float32 before the graph sees them, so a
+tile whose feature lies within half a float32 ulp of a decision boundary (about ``2**-24`` of
+the value: 0.002 at 32768) can be classified differently from the same rule computed in float64;
+for example a threshold graph ``x > t`` with ``t`` exactly representable in float32 sends
+``x = nextafter(t, inf)`` to the lower class, since ``float32(x) == t``. Boundaries that are not
+representable in float32 move by up to half an ulp as well. A graph with a ``tensor(double)``
+(float64) input receives the features unrounded and can match a float64 rule bit for bit; both
+input types are accepted, for features and for pixels (float32 pixels are widened exactly), and
+the output may be float32 or float64.
+
+Sessions: one :class:`onnxruntime.InferenceSession` per process and file content, kept in a
+module-level cache keyed by the file's sha256 (and the process id, so a forked worker builds its
+own), created on first use from the very bytes that were hashed, on the CPU execution provider
+with one intra-op and one inter-op thread and deterministic compute, so that results do not depend
+on threading. ``InferenceSession.run`` is thread-safe, so one kind may predict from several
+threads. A kind holds no session itself: pickled to another process it re-reads the file on first
+use and refuses it if its sha256 has changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+
+from satpipe.core.errors import ModelError
+from satpipe.core.files import sha256_bytes
+from satpipe.models.kinds.base import TrainingSet
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+log = logging.getLogger(__name__)
+
+MEAN_INTENSITY = "mean_intensity"
+"""The feature drift watches for pixel input (the tile's mean intensity)."""
+INPUTS = ("features", "pixels")
+DEFAULT_BATCH = 256
+MIN_PIXEL_BATCH = 64
+PARAM_KEYS = ("path", "input", "features", "classes", "batch", "bands", "size")
+AT = "train.onnx"
+"""Where the kind's params live in params.yaml (named in messages about them)."""
+
+# ONNX element types accepted for the input and the first output, and the numpy type to feed.
+_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+_SESSIONS: dict[tuple[int, str], onnxruntime.InferenceSession] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+Dim = int | str | None
+"""One dimension of a declared shape as onnxruntime reports it: static, named or unknown."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What the params (or a document) say the graph is."""
+
+    input: Literal["features", "pixels"]
+    features: tuple[str, ...]
+    classes: tuple[str, ...]
+    batch: int
+    bands: int | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """What the file declares, once checked against a :class:`_Spec`."""
+
+    opset: int
+    input_name: str
+    input_type: str
+    output_name: str
+    bands: int | None
+    size: int | None
+
+
+class OnnxKind:
+    """A pre-trained ONNX classifier (see the module docstring).
+
+    ``input`` is a per-instance read-only property here (``"features"`` or ``"pixels"``, from
+    ``params``), not a class attribute as in :class:`~satpipe.models.kinds.base.Kind`: the same kind
+    serves both.
+    """
+
+    name: ClassVar[str] = "onnx"
+    schema: ClassVar[int] = 1
+
+    def __init__(self, *, path: str, file: Path, sha256: str, spec: _Spec, graph: _Graph) -> None:
+        self._path = path
+        self._file = file
+        self._sha256 = sha256
+        self._spec = spec
+        self._graph = graph
+
+    @property
+    def input(self) -> Literal["features", "pixels"]:
+        """What :meth:`predict` takes: ``"features"`` or ``"pixels"`` (per instance)."""
+        return self._spec.input
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The declared features, in the graph's column order (empty for pixel input)."""
+        return self._spec.features
+
+    @property
+    def monitored(self) -> str:
+        """``mean_intensity`` for pixel input; the first declared feature for feature input."""
+        return self._spec.features[0] if self._spec.input == "features" else MEAN_INTENSITY
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names of the graph's output columns, in order."""
+        return self._spec.classes
+
+    @property
+    def file(self) -> Path:
+        """The model file, resolved against the root it was loaded with."""
+        return self._file
+
+    @property
+    def sha256(self) -> str:
+        """The pinned sha256 of the model file."""
+        return self._sha256
+
+    @property
+    def session(self) -> onnxruntime.InferenceSession:
+        """This process's session for the file's content (created on first use, then shared)."""
+        session = _SESSIONS.get((os.getpid(), self._sha256))
+        if session is None:
+            data = _read(self._file)
+            _check_pin(self._file, sha256_bytes(data), self._sha256)
+            session = _session(self._file, self._sha256, data)
+        return session
+
+    @classmethod
+    def fit(cls, train: TrainingSet, params: dict[str, Any], root: Path) -> OnnxKind:
+        """Load and check the ONNX file ``params`` name; nothing is trained.
+
+        Args:
+            train: the training tiles: for feature input the graph is run on their features
+                as a smoke test, and the accuracy on the labelled ones is logged.
+            params: ``train.onnx`` from params.yaml: ``path``, ``input``, ``features``,
+                ``classes``, ``batch``, ``bands``, ``size`` (see the module docstring).
+            root: the directory a relative ``path`` is resolved against; the document stores
+                the path relative to it.
+
+        Raises:
+            ModelError: one line naming the file (or the params key), what it declares and
+                what was expected.
+        """
+        unknown = sorted(set(params) - set(PARAM_KEYS))
+        if unknown:
+            raise ModelError(f"{AT}: unknown keys {unknown}; expected some of {list(PARAM_KEYS)}")
+        raw_path = params.get("path")
+        if not isinstance(raw_path, str | os.PathLike) or not str(raw_path):
+            raise ModelError(f"{AT}.path is {raw_path!r}; expected the path of the .onnx file")
+        file = Path(os.path.abspath(Path(root) / raw_path))
+        classes = params.get("classes", list(train.classes))
+        spec = _spec(params, str(file), classes=classes)
+        if spec.classes != tuple(train.classes):
+            raise ModelError(
+                f"{file}: {AT}.classes are {list(spec.classes)}; expected the model's classes "
+                f"{list(train.classes)} in that order"
+            )
+        relative = PurePosixPath(Path(os.path.relpath(file, os.path.abspath(root))).as_posix())
+        data = _read(file)
+        sha256 = sha256_bytes(data)
+        graph = _inspect(file, sha256, data, spec)
+        kind = cls(path=str(relative), file=file, sha256=sha256, spec=spec, graph=graph)
+        kind._smoke_test(train)
+        return kind
+
+    def _smoke_test(self, train: TrainingSet) -> None:
+        """Run the graph once: on the training features, or on two blank tiles for pixels."""
+        if self.input == "pixels":
+            if self._graph.bands is None or self._graph.size is None:
+                log.info("%s: tile shape not declared; no smoke test run", self._file)
+                return
+            shape = (2, self._graph.bands, self._graph.size, self._graph.size)
+            self.predict(np.zeros(shape, dtype=np.float32))
+            log.info("%s: ran on blank %s tiles", self._file, shape)
+            return
+        missing = [name for name in self.feature_names if name not in train.names]
+        if missing:
+            raise ModelError(
+                f"{self._file}: {AT}.features lists {missing}, which the training set lacks; "
+                f"expected some of {list(train.names)}"
+            )
+        columns = [train.names.index(name) for name in self.feature_names]
+        positions, _ = self.predict(np.asarray(train.features, dtype=np.float64)[:, columns])
+        labelled = [i for i, ref in enumerate(train.references) if ref is not None]
+        if not labelled:
+            log.info("%s: ran on %d training tiles; none labelled", self._file, len(positions))
+            return
+        _, truth = train.labelled()
+        accuracy = float(np.mean(positions[labelled] == truth))
+        log.info(
+            "%s: ran on %d training tiles; accuracy on the %d labelled ones %.4f",
+            self._file,
+            len(positions),
+            len(labelled),
+            accuracy,
+        )
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Classify a batch, ``batch`` tiles per session run.
+
+        Args:
+            x: ``(N, len(features))`` feature rows (float64) for feature input, or
+                ``(N, bands, size, size)`` float32 pixels for pixel input. Cast to the graph's
+                input type (float32 or float64; see the module docstring on precision).
+
+        Returns:
+            Per tile, the position of the highest-scoring class (int64; ties go to the first)
+            and that highest score (float64).
+
+        Raises:
+            ModelError: ``x`` has the wrong shape, or the graph's output is not one score per
+                class or holds NaN.
+        """
+        x = np.asarray(x)
+        self._check_batch_shape(x.shape)
+        n = x.shape[0]
+        positions = np.empty(n, dtype=np.int64)
+        scores = np.empty(n, dtype=np.float64)
+        if n == 0:
+            return positions, scores
+        session = self.session
+        dtype = _INPUT_TYPES[self._graph.input_type]
+        name, output, k = self._graph.input_name, self._graph.output_name, len(self.classes)
+        for start in range(0, n, self._spec.batch):
+            chunk = np.ascontiguousarray(x[start : start + self._spec.batch], dtype=dtype)
+            (out,) = session.run([output], {name: chunk})
+            out = np.asarray(out)
+            if out.shape != (len(chunk), k):
+                raise ModelError(
+                    f"{self._file}: output {output!r} has shape {out.shape} for "
+                    f"{len(chunk)} tiles; expected ({len(chunk)}, {k}), one score per class"
+                )
+            nan = int(np.isnan(out).any(axis=1).sum())
+            if nan:
+                raise ModelError(
+                    f"{self._file}: output {output!r} is NaN for {nan} of {len(chunk)} tiles; "
+                    "expected a number per class"
+                )
+            best = np.argmax(out, axis=1)
+            positions[start : start + len(chunk)] = best
+            scores[start : start + len(chunk)] = out[np.arange(len(chunk)), best]
+        return positions, scores
+
+    def _check_batch_shape(self, shape: tuple[int, ...]) -> None:
+        if self.input == "features":
+            expected: tuple[Dim, ...] = ("N", len(self.feature_names))
+        else:
+            expected = ("N", self._graph.bands, self._graph.size, self._graph.size)
+        ok = len(shape) == len(expected) and all(
+            e in ("N", None) or s == e for s, e in zip(shape, expected, strict=True)
+        )
+        if not ok:
+            want = ", ".join("?" if e is None else str(e) for e in expected)
+            raise ModelError(
+                f"{self._file}: {self.input} of shape {tuple(shape)} given; expected ({want})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The kind's document: the relative path, the pinned sha256 and the checked facts."""
+        return {
+            "path": self._path,
+            "sha256": self._sha256,
+            "input": self.input,
+            "features": list(self.feature_names),
+            "classes": list(self.classes),
+            "batch": self._spec.batch,
+            "bands": self._graph.bands,
+            "size": self._graph.size,
+            "opset": self._graph.opset,
+            "input_name": self._graph.input_name,
+            "output_name": self._graph.output_name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str, root: Path | None) -> OnnxKind:
+        """Rebuild the kind from :meth:`to_dict`'s document, re-checking the file.
+
+        Args:
+            data: the document.
+            source: where the document came from (named in messages about it).
+            root: the directory the document's relative path is resolved against.
+
+        Raises:
+            ModelError: the document is malformed (naming ``source``), the path is relative and
+                ``root`` is None, or the file is missing, has another sha256 than the pinned
+                one, or no longer passes the checks (naming the file).
+        """
+        if not isinstance(data, dict):
+            raise ModelError(
+                f"{source}: onnx kind document is {type(data).__name__}; expected a mapping"
+            )
+        missing = [key for key in _DOC_KEYS if key not in data]
+        if missing:
+            raise ModelError(f"{source}: onnx kind document lacks {missing}; expected {_DOC_KEYS}")
+        path, pinned = data["path"], data["sha256"]
+        if not isinstance(path, str) or not path:
+            raise ModelError(f"{source}: onnx path is {path!r}; expected a file path")
+        if not isinstance(pinned, str) or not _SHA256.fullmatch(pinned):
+            raise ModelError(f"{source}: onnx sha256 is {pinned!r}; expected 64 hex digits")
+        if not Path(path).is_absolute() and root is None:
+            raise ModelError(
+                f"{source}: onnx path {path!r} is relative and no root was given; expected a "
+                "root directory to resolve it against"
+            )
+        file = Path(os.path.abspath(Path(root or "") / path))
+        spec = _spec(data, source, classes=data["classes"])
+        content = _read(file)
+        _check_pin(file, sha256_bytes(content), pinned)
+        graph = _inspect(file, pinned, content, spec)
+        for key in ("opset", "input_name", "output_name", "bands", "size"):
+            if data[key] != getattr(graph, key):
+                raise ModelError(
+                    f"{source}: onnx {key} is {data[key]!r}; the file {file} declares "
+                    f"{getattr(graph, key)!r}"
+                )
+        return cls(path=path, file=file, sha256=pinned, spec=spec, graph=graph)
+
+    def details(self) -> dict[str, Any]:
+        """What ``/model`` shows: path, sha256, input, features and classes."""
+        doc = self.to_dict()
+        return {key: doc[key] for key in ("path", "sha256", "input", "features", "classes")}
+
+
+_DOC_KEYS = [
+    "path",
+    "sha256",
+    "input",
+    "features",
+    "classes",
+    "batch",
+    "bands",
+    "size",
+    "opset",
+    "input_name",
+    "output_name",
+]
+
+
+def _spec(params: dict[str, Any], who: str, *, classes: Any) -> _Spec:
+    """Validate the settings shared by params and documents; ``who`` is named in messages."""
+    kind = params.get("input")
+    if kind not in INPUTS:
+        raise ModelError(f"{who}: {AT}.input is {kind!r}; expected 'features' or 'pixels'")
+    features = params.get("features") or []
+    if kind == "features":
+        if not _names(features):
+            raise ModelError(
+                f"{who}: {AT}.features is {features!r}; expected the graph's feature columns "
+                "in order, e.g. ['mean_intensity'] (distinct names)"
+            )
+    elif features:
+        raise ModelError(f"{who}: {AT}.features is {features!r} for pixel input; expected none")
+    if not _names(classes) or len(classes) < 2:
+        raise ModelError(
+            f"{who}: {AT}.classes is {classes!r}; expected at least two distinct class names, "
+            "one per output column"
+        )
+    batch = params.get("batch", DEFAULT_BATCH)
+    least = MIN_PIXEL_BATCH if kind == "pixels" else 1
+    if not _is_int(batch) or batch < least:
+        raise ModelError(
+            f"{who}: {AT}.batch is {batch!r}; expected an integer >= {least} for {kind} input"
+        )
+    shape = {key: params.get(key) for key in ("bands", "size")}
+    for key, value in shape.items():
+        if value is None:
+            continue
+        if kind == "features":
+            raise ModelError(f"{who}: {AT}.{key} is {value!r} for feature input; expected none")
+        if not _is_int(value) or value < 1:
+            raise ModelError(f"{who}: {AT}.{key} is {value!r}; expected a positive integer")
+    return _Spec(kind, tuple(features), tuple(classes), batch, shape["bands"], shape["size"])
+
+
+def _names(value: Any) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) > 0
+        and all(isinstance(v, str) and v for v in value)
+        and len(set(value)) == len(value)
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{file}: no such file; expected the ONNX model {AT}.path names") from None
+    except OSError as exc:
+        raise ModelError(
+            f"{file}: cannot be read ({_one_line(exc)}); expected an ONNX file"
+        ) from exc
+
+
+def _check_pin(file: Path, actual: str, pinned: str) -> None:
+    if actual != pinned:
+        raise ModelError(f"{file}: sha256 is {actual}; the model pins {pinned}")
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _session(file: Path, sha256: str, data: bytes) -> onnxruntime.InferenceSession:
+    """This process's session for content ``sha256`` (``data``), created once."""
+    key = (os.getpid(), sha256)
+    with _SESSIONS_LOCK:
+        session = _SESSIONS.get(key)
+        if session is not None:
+            return session
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.use_deterministic_compute = True
+        options.log_severity_level = 3  # errors only: no warnings on stderr
+        try:
+            session = onnxruntime.InferenceSession(
+                data, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+            raise ModelError(
+                f"{file}: does not load as ONNX in onnxruntime {onnxruntime.__version__} "
+                f"({_one_line(exc)}); expected a valid ONNX model"
+            ) from exc
+        _SESSIONS[key] = session
+        log.debug("%s: onnxruntime session created for sha256 %s", file, sha256)
+        return session
+
+
+def _opset(file: Path, data: bytes) -> int:
+    """The default-domain opset of the model in ``data``, refusing non-ONNX and external data."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and anything else the parser raises
+        raise ModelError(
+            f"{file}: does not load as ONNX ({_one_line(exc)}); expected an ONNX model file"
+        ) from exc
+    if not model.HasField("graph"):
+        raise ModelError(f"{file}: does not load as ONNX (no graph); expected an ONNX model file")
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        raise ModelError(
+            f"{file}: keeps tensors in external data files; expected a self-contained .onnx "
+            "file (its sha256 must pin the whole model)"
+        )
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise ModelError(f"{file}: imports no ai.onnx opset; expected an ONNX opset import")
+    return int(versions[0])
+
+
+def _inspect(file: Path, sha256: str, data: bytes, spec: _Spec) -> _Graph:
+    """Check the graph's declared input and first output against ``spec``."""
+    opset = _opset(file, data)
+    session = _session(file, sha256, data)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = [i.name for i in inputs]
+        raise ModelError(
+            f"{file}: declares {len(inputs)} inputs {names}; expected exactly one ({spec.input})"
+        )
+    arg = inputs[0]
+    if arg.type not in _INPUT_TYPES:
+        raise ModelError(
+            f"{file}: input {arg.name!r} is {arg.type}; expected tensor(float) (float32) or "
+            "tensor(double) (float64)"
+        )
+    shape: list[Dim] | None = arg.shape
+    where = f"{file}: input {arg.name!r} has shape {_show(shape)}"
+    bands, size = None, None
+    if spec.input == "features":
+        width = len(spec.features)
+        if shape is None or len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
+            raise ModelError(f"{where}; expected (N, {width}), one column per {AT}.features entry")
+    else:
+        if shape is None or len(shape) != 4:
+            raise ModelError(f"{where}; expected rank 4 (N, bands, size, size) for pixel input")
+        bands = _dim(where, "bands", shape[1], spec.bands)
+        height, width_ = shape[2], shape[3]
+        if isinstance(height, int) and isinstance(width_, int) and height != width_:
+            raise ModelError(f"{where}; expected square tiles (N, bands, size, size)")
+        static = height if isinstance(height, int) else width_
+        size = _dim(where, "size", static, spec.size)
+    if isinstance(shape[0], int):
+        raise ModelError(
+            f"{where}; expected a dynamic batch dimension (N), the graph is fed {spec.batch} "
+            "tiles at a time"
+        )
+    if not outputs:
+        raise ModelError(f"{file}: declares no output; expected (N, {len(spec.classes)}) scores")
+    out = outputs[0]
+    k = len(spec.classes)
+    out_shape: list[Dim] | None = out.shape
+    if out.type not in _INPUT_TYPES:
+        raise ModelError(
+            f"{file}: output {out.name!r} is {out.type}; expected tensor(float) or tensor(double) "
+            f"scores, one per class ({k})"
+        )
+    if out_shape is not None and (
+        len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != k)
+    ):
+        raise ModelError(
+            f"{file}: output {out.name!r} has shape {_show(out_shape)}; expected (N, {k}), "
+            f"one score per class of {list(spec.classes)}"
+        )
+    return _Graph(opset, arg.name, arg.type, out.name, bands, size)
+
+
+def _dim(where: str, key: str, declared: Dim, wanted: int | None) -> int | None:
+    """Reconcile a static graph dimension with the params' ``bands`` or ``size``."""
+    if not isinstance(declared, int):
+        return wanted
+    if wanted is not None and wanted != declared:
+        raise ModelError(f"{where}, {key} {declared}; expected {AT}.{key} {wanted}")
+    return declared
+
+
+def _show(shape: list[Dim] | None) -> str:
+    if shape is None:
+        return "unknown"
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"

@@ -1,0 +1,167 @@
+"""Training: choosing the training tiles of an index and fitting the model on them.
+
+Training tiles are every tile of a ``train`` scene and a hash-chosen share of each ``both`` scene
+(:func:`satpipe.tiles.index.is_training_tile`). ``train.model`` names the kind
+(:mod:`satpipe.models.kinds`), fitted on the training tiles' feature vectors and, for kinds that use
+them, their reference classes. Whatever the kind, when some training tiles have a reference the
+model records how it scores on them (its training-set figures), and the tiles left out are the
+ones the evaluate stage judges it on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satpipe.core.errors import ModelError
+from satpipe.core.params import TrainParams
+from satpipe.core.records import TileEntry, TileIndex, by_scene
+from satpipe.models import model as model_lib
+from satpipe.models.kinds import Kind, TrainingSet
+from satpipe.models.model import Model
+from satpipe.models.scores import classification_scores
+from satpipe.tiles.index import is_training_tile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The fitted model and the training metrics (a DVC metrics file)."""
+
+    model: Model
+    metrics: dict[str, Any]
+
+
+def training_tiles(index: TileIndex, tp: TrainParams) -> list[TileEntry]:
+    """The index entries that train the model, in index order."""
+    roles = index.roles
+    return [t for t in index.tiles if is_training_tile(t.id, roles[t.scene], tp.seed, tp.fraction)]
+
+
+def training_set(tiles: list[TileEntry], classes: tuple[str, ...]) -> TrainingSet:
+    """The feature vectors and references of ``tiles``.
+
+    The columns are the features every tile has (scenes with different band counts share the
+    scalar ones), in the first tile's order.
+    """
+    names = list(tiles[0].features)
+    common = set(names).intersection(*(t.features.keys() for t in tiles[1:]))
+    names = [n for n in names if n in common]
+    x = np.array([[t.features[n] for n in names] for t in tiles], dtype=np.float64)
+    references = tuple(t.reference for t in tiles)
+    return TrainingSet(x.reshape(len(tiles), len(names)), tuple(names), references, classes)
+
+
+def _figures(kind: Kind, train: TrainingSet) -> dict[str, Any]:
+    """How a fitted kind scores on the labelled training tiles (feature-input kinds)."""
+    rows = [i for i, ref in enumerate(train.references) if ref is not None]
+    if not rows or kind.input != "features":
+        return {"labelled_tiles": len(rows), "accuracy": None, "balanced_accuracy": None}
+    columns = [train.names.index(n) for n in kind.feature_names]
+    positions, _ = kind.predict(train.features[np.ix_(rows, columns)])
+    predicted = [train.classes[int(p)] for p in positions]
+    scores = classification_scores(
+        [train.references[i] for i in rows], predicted, list(train.classes)
+    )
+    return {
+        "labelled_tiles": len(rows),
+        "accuracy": scores["accuracy"],
+        "balanced_accuracy": scores["balanced_accuracy"],
+    }
+
+
+def kind_params(tp: TrainParams) -> dict[str, Any]:
+    """The params of the kind ``train.model`` names: its own section ``train.<kind>``.
+
+    A kind without a section of its own (the threshold) gets ``{"method": train.method}``.
+
+    Raises:
+        ModelError: the kind's section is null but the kind needs one (``train.onnx``).
+    """
+    if tp.model in type(tp).model_fields:
+        section = getattr(tp, tp.model)
+        if section is None:
+            raise ModelError(f"train.model {tp.model!r} needs its settings in train.{tp.model}")
+        return section.model_dump()
+    return {"method": tp.method}
+
+
+def train(
+    index: TileIndex, index_sha256: str, tp: TrainParams, source: str, root: Path | None = None
+) -> TrainingResult:
+    """Fit the model on ``index``'s training tiles with ``tp``.
+
+    Args:
+        index: the tile index.
+        index_sha256: its file's sha256 (the training set's identity, kept in the model).
+        tp: the ``train`` params.
+        source: how to name the index in messages.
+        root: the directory relative paths in the kind's params resolve against.
+
+    Raises:
+        ModelError: no training tile, or the kind cannot be fitted (named, one line).
+    """
+    roles = index.roles
+    train_tiles = training_tiles(index, tp)
+    if not train_tiles:
+        raise ModelError(
+            f"{source}: no training tile: train.fraction {tp.fraction} selects none of the "
+            f"{len(index.tiles)} tiles of scenes with role 'train' or 'both' "
+            f"({sum(r != 'infer' for r in roles.values())} such scenes); raise train.fraction, "
+            "use more tiles, or give a scene the role 'train'"
+        )
+    params = kind_params(tp)
+    classes = tuple(params.get("classes") or tp.classes)
+    data = training_set(train_tiles, classes)
+    try:
+        data.check_references()  # labels the model cannot name make it unjudgeable
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from exc
+    train_by = by_scene(train_tiles)
+    both = sum(1 for t in index.tiles if roles[t.scene] == "both")
+    training = {
+        "tile_index_sha256": index_sha256,
+        "scenes": {
+            sid: {"role": sc.role, "sha256": sc.sha256, "tiles": len(train_by.get(sid, []))}
+            for sid, sc in index.scenes.items()
+        },
+        "tiling": dict(index.tiling),
+        "params": tp.model_dump(),
+        "tiles": len(train_tiles),
+        "tiles_held_out": both - sum(1 for t in train_tiles if roles[t.scene] == "both"),
+        "method": tp.method if tp.model == "threshold" else tp.model,
+    }
+    try:
+        kind = model_lib.fit_kind(tp.model, data, params, root or Path.cwd())
+        training["figures"] = _figures(kind, data)
+        model = model_lib.build(kind, data, dict(index.feature), training, tp.histogram_bins)
+    except ModelError as exc:
+        raise ModelError(f"{source}: {exc}") from exc
+    metrics = {
+        "model": tp.model,
+        "method": training["method"],
+        "training_tiles": len(train_tiles),
+        "held_out_tiles": training["tiles_held_out"],
+        "class_fractions": model.reference.get("class_fractions"),
+        "training_set": training["figures"],
+        **{f"model.{k}": v for k, v in model.kind.details().items() if _scalar(v)},
+    }
+    log.info(
+        "model %s: %s (%s) from %d tiles (%d labelled, %d held out)",
+        model.version,
+        tp.model,
+        training["method"],
+        len(train_tiles),
+        training["figures"]["labelled_tiles"],
+        training["tiles_held_out"],
+    )
+    return TrainingResult(model, metrics)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None

@@ -1,0 +1,453 @@
+"""Maps: a scene's predictions as Cloud-Optimized GeoTIFFs and as a quick-look PNG.
+
+A *prediction map* has one pixel per position of the scene's tile grid (see
+:mod:`satpipe.tiles.tiling`): map pixel ``(i, j)`` stands for the tile whose window starts at
+``row_off = i * stride``, ``col_off = j * stride``. Its pixels are ``stride x stride`` scene
+pixels, and the grid is shifted by ``(size - stride) / 2`` scene pixels along each axis so that
+the centre of every map pixel is the centre of its tile's full (unclipped) window; with
+``stride == size`` the map starts at the scene's origin. The map has as many pixels along an
+axis as the tiler has tile positions there (full tiles plus the partial edge one, counted by
+:func:`satpipe.tiles.tiling.axis_offsets`, whether or not partial tiles were kept).
+
+Where each map pixel falls:
+
+- for a full tile the map pixel's centre is the tile's centre, so it lies inside the tile's
+  bounds whatever the stride (in particular for every ``stride < 2 * size``). The map pixel's
+  square lies inside the tile when ``stride <= size``; with ``stride > size`` it also covers
+  the gap between tiles, which belongs to no tile;
+- for a partial edge tile (clipped to the scene) the map pixel's centre is still that of the
+  unclipped window: it lies inside the clipped tile only when the tile keeps more than half its
+  size along that axis (``length - offset > size / 2``), and otherwise beyond the scene's edge.
+  The last map row and column may therefore reach past the scene.
+
+Two maps share that grid: the *class map* (uint8, a class's position in ``classes`` plus one,
+0 = no tile, declared nodata, with a colour table and category names) and the *score map*
+(float32, the record's score, NaN = no tile). Both are written through GDAL's COG driver with
+NEAREST overviews, so that zooming out never invents a class code. GDAL's GTiff and COG drivers
+do not store category names in the TIFF but in a PAM sidecar ``<file>.aux.xml``, which is
+written here (the class names are also dataset tags ``CLASS_<code>``, shown by ``rio info``).
+
+The *quick-look* is a PNG of the scene's preview raster (written by ingest: the scene decimated
+by an integer factor, long side at most 1024 pixels), in true colour when the bands allow it,
+stretched between each band's 2nd and 98th percentiles, with every tile tinted by its predicted
+class and tiles whose reference class differs from the prediction outlined in magenta.
+
+Every file is byte-identical from run to run: no timestamps, no paths, integer blending, and all
+compression done by the libraries bundled in the pinned rasterio wheel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+
+from satpipe.core.classes import class_codes, class_colour, code_of
+from satpipe.core.errors import TilingError
+from satpipe.core.files import atomic_path, write_bytes_atomic
+from satpipe.core.records import (
+    PredictionSet,
+    SceneInfo,
+    TileIndex,
+    TilePrediction,
+    TileWindow,
+    by_scene,
+)
+from satpipe.models.model import Model
+from satpipe.outputs.quicklook import encode_png, quicklook
+from satpipe.tiles.grid import axis_offsets, tile_id
+
+log = logging.getLogger(__name__)
+
+NO_TILE = "no tile"
+"""Category name of class code 0 (nodata: no tile was classified at that position)."""
+
+# BLOCKSIZE: GDAL 3.10's COG driver declares a minimum of 128 (16 works but logs "unexpected
+# value" on every write). A map is rarely larger than one 128-pixel block, so OVERVIEW_COUNT
+# asks for at least one overview level where the driver's AUTO would make none.
+COG_BLOCKSIZE = 128
+COG_OPTIONS: dict[str, Any] = {
+    "blocksize": COG_BLOCKSIZE,
+    "compress": "DEFLATE",  # libdeflate, bundled with GDAL in the rasterio wheel
+    "level": 9,
+    "overview_resampling": "NEAREST",
+    "overviews": "AUTO",
+    "statistics": "NO",
+}
+
+
+class Tiling(Protocol):
+    """How the scene was cut: tile side and step between tile origins, in scene pixels.
+
+    :class:`satpipe.tiles.tiling.TilingParams` is one.
+    """
+
+    @property
+    def size(self) -> int:
+        """Tile side."""
+        ...
+
+    @property
+    def stride(self) -> int:
+        """Step between tile origins."""
+        ...
+
+
+@dataclass(frozen=True)
+class MapGrid:
+    """The grid of a prediction map: one pixel per tile position (see the module docstring)."""
+
+    transform: Affine
+    width: int
+    height: int
+    size: int
+    stride: int
+
+    def pixel_of(self, window: TileWindow) -> tuple[int, int]:
+        """The ``(row, col)`` of the map pixel that stands for the tile with this window.
+
+        Args:
+            window: the tile's window in scene pixels.
+
+        Raises:
+            TilingError: an offset is not a multiple of the stride, or is outside the grid.
+        """
+        row_off, col_off = window.row_off, window.col_off
+        name = tile_id(row_off, col_off)
+        if row_off % self.stride or col_off % self.stride:
+            raise TilingError(
+                f"tile {name}: window offsets (row {row_off}, col {col_off}) are not on the tile "
+                f"grid; expected multiples of the stride {self.stride}"
+            )
+        row, col = row_off // self.stride, col_off // self.stride
+        if not (0 <= row < self.height and 0 <= col < self.width):
+            raise TilingError(
+                f"tile {name}: window is outside the scene's tile grid of {self.height} rows x "
+                f"{self.width} columns (stride {self.stride})"
+            )
+        return row, col
+
+
+def map_grid(transform: Affine, width: int, height: int, size: int, stride: int) -> MapGrid:
+    """The prediction map grid of a scene of ``width x height`` pixels cut by ``size``/``stride``.
+
+    Args:
+        transform: the scene's transform.
+        width: scene width, pixels.
+        height: scene height, pixels.
+        size: tile side, scene pixels.
+        stride: step between tile origins, scene pixels.
+
+    Raises:
+        TilingError: ``size`` or ``stride`` is not positive.
+    """
+    if size < 1 or stride < 1:
+        raise TilingError(f"tile size {size} and stride {stride}: expected positive integers")
+    cols, rows = axis_offsets(width, size, stride), axis_offsets(height, size, stride)
+    shift = (size - stride) / 2
+    map_transform = transform @ Affine.translation(shift, shift) @ Affine.scale(stride)
+    return MapGrid(
+        transform=map_transform,
+        width=len(cols.full) + (cols.partial is not None),
+        height=len(rows.full) + (rows.partial is not None),
+        size=size,
+        stride=stride,
+    )
+
+
+def _positions(
+    grid: MapGrid, records: Sequence[TilePrediction]
+) -> list[tuple[int, int, TilePrediction]]:
+    """Each record's map pixel, refusing two records at the same tile position."""
+    seen: dict[tuple[int, int], str] = {}
+    out = []
+    for rec in records:
+        row, col = grid.pixel_of(rec.window)
+        if (row, col) in seen:
+            raise TilingError(
+                f"tile {rec.id}: same tile position as tile {seen[row, col]}; "
+                "expected one record per tile"
+            )
+        seen[row, col] = rec.id
+        out.append((row, col, rec))
+    return out
+
+
+def class_map(
+    grid: MapGrid, records: Sequence[TilePrediction], classes: Sequence[str]
+) -> np.ndarray:
+    """The ``(height, width)`` uint8 class map: class position + 1, 0 where there is no tile.
+
+    Raises:
+        ModelError: a record's prediction is not one of ``classes``.
+        TilingError: a record's window is not on the grid, or two records share a position.
+    """
+    codes = class_codes(classes)
+    out = np.zeros((grid.height, grid.width), dtype=np.uint8)
+    for row, col, rec in _positions(grid, records):
+        out[row, col] = code_of(rec.prediction, codes, rec.id)
+    return out
+
+
+def score_map(grid: MapGrid, records: Sequence[TilePrediction]) -> np.ndarray:
+    """The ``(height, width)`` float32 score map: each record's ``score``, NaN where no tile.
+
+    Raises:
+        TilingError: a record's window is not on the grid, or two records share a position.
+    """
+    out = np.full((grid.height, grid.width), np.nan, dtype=np.float32)
+    for row, col, rec in _positions(grid, records):
+        out[row, col] = rec.score
+    return out
+
+
+def _overview_count(width: int, height: int) -> int:
+    """Halvings until the map fits one block (as GDAL's AUTO), but at least one if possible."""
+    count, w, h = 0, width, height
+    while w > COG_BLOCKSIZE or h > COG_BLOCKSIZE:
+        w, h, count = math.ceil(w / 2), math.ceil(h / 2), count + 1
+    # A 1 x 1 map has no smaller level (GDAL fails when asked for one).
+    return max(count, 1) if max(width, height) > 1 else 0
+
+
+def _write_cog(
+    path: Path,
+    array: np.ndarray,
+    grid: MapGrid,
+    crs: CRS | None,
+    *,
+    nodata: float,
+    description: str,
+    tags: dict[str, str],
+    colormap: dict[int, tuple[int, int, int, int]] | None = None,
+) -> None:
+    """Write one band as a COG, atomically: built in memory, copied by the COG driver."""
+    if array.shape != (grid.height, grid.width):
+        raise ValueError(f"{path.name}: array {array.shape} does not match the map grid")
+    profile = {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+    }
+    options = dict(COG_OPTIONS, overview_count=_overview_count(grid.width, grid.height))
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            if colormap is not None:  # before the pixels: libtiff fixes Photometric on write
+                dst.write_colormap(1, colormap)
+            dst.set_band_description(1, description)
+            dst.update_tags(**tags)
+            dst.write(array, 1)
+        with mem.open() as src, atomic_path(path) as tmp:
+            rasterio.shutil.copy(src, tmp, driver="COG", **options)
+    log.debug("wrote %s (%dx%d)", path.name, grid.width, grid.height)
+
+
+def category_names_xml(names: Sequence[str]) -> str:
+    """A PAM ``.aux.xml`` document naming the categories of band 1 (GDAL's own layout)."""
+    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">', "    <CategoryNames>"]
+    lines += [f"      <Category>{escape(name)}</Category>" for name in names]
+    lines += ["    </CategoryNames>", "  </PAMRasterBand>", "</PAMDataset>", ""]
+    return "\n".join(lines)
+
+
+def aux_path(path: Path | str) -> Path:
+    """The PAM sidecar GDAL reads beside ``path``: ``<path>.aux.xml``."""
+    path = Path(path)
+    return path.with_name(path.name + ".aux.xml")
+
+
+def write_class_cog(
+    path: Path | str, array: np.ndarray, grid: MapGrid, crs: CRS | None, classes: Sequence[str]
+) -> list[Path]:
+    """Write the class map as a styled COG and its category names as ``<path>.aux.xml``.
+
+    The colour table gives each class its :func:`class_colour` and code 0 (nodata) transparent
+    black; a TIFF palette has no alpha, but GDAL reports the nodata entry as transparent.
+
+    Returns:
+        The files written: the COG and its sidecar.
+    """
+    path = Path(path)
+    class_codes(classes)
+    colormap = {0: (0, 0, 0, 0)}
+    for i, name in enumerate(classes):
+        colormap[i + 1] = (*class_colour(name, i), 255)
+    tags = {f"CLASS_{i + 1}": name for i, name in enumerate(classes)}
+    tags.update(CLASS_0=NO_TILE, TILE_SIZE=str(grid.size), TILE_STRIDE=str(grid.stride))
+    _write_cog(
+        path,
+        array.astype(np.uint8, copy=False),
+        grid,
+        crs,
+        nodata=0,
+        description="class",
+        tags=tags,
+        colormap=colormap,
+    )
+    # GTiff and COG keep category names only in PAM (GDAL writes a sidecar for them itself);
+    # written here so that its name follows the final file, not the temporary one.
+    sidecar = aux_path(path)
+    write_bytes_atomic(sidecar, category_names_xml([NO_TILE, *classes]).encode())
+    return [path, sidecar]
+
+
+def write_score_cog(
+    path: Path | str, array: np.ndarray, grid: MapGrid, crs: CRS | None
+) -> list[Path]:
+    """Write the score map as a float32 COG with NaN nodata.
+
+    Returns:
+        The file written.
+    """
+    tags = {"TILE_SIZE": str(grid.size), "TILE_STRIDE": str(grid.stride)}
+    _write_cog(
+        Path(path),
+        array.astype(np.float32, copy=False),
+        grid,
+        crs,
+        nodata=float("nan"),
+        description="score",
+        tags=tags,
+    )
+    return [Path(path)]
+
+
+def write_scene_maps(
+    out_maps_dir: Path | str,
+    out_quicklook_dir: Path | str,
+    scene_id: str,
+    scene_meta: SceneInfo,
+    preview_path: Path | str,
+    records: Sequence[TilePrediction],
+    references: Mapping[str, str | None],
+    tiling: Tiling,
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """Write a scene's class map, score map and quick-look.
+
+    Files: ``<maps>/<id>.classes.tif`` and its ``.aux.xml`` (category names),
+    ``<maps>/<id>.scores.tif`` and ``<quicklook>/<id>.png``.
+
+    Args:
+        out_maps_dir: directory of the map COGs.
+        out_quicklook_dir: directory of the quick-look PNGs.
+        scene_id: the scene's id (names the files).
+        scene_meta: the scene (its transform, CRS, size and nodata are read).
+        preview_path: the scene's preview raster.
+        records: the scene's predictions.
+        references: each tile's reference class (None or absent: no reference), by tile id.
+        tiling: the tile ``size`` and ``stride`` the scene was cut with.
+        classes: the model's classes, in order.
+
+    Returns:
+        A summary for the log: file names, map shape, quick-look shape, bands and stretch.
+
+    Raises:
+        ModelError: a record's prediction is not one of ``classes``.
+        TilingError: a record's window is not on the tile grid.
+        SceneError: the preview does not match the scene.
+    """
+    maps_dir, ql_dir = Path(out_maps_dir), Path(out_quicklook_dir)
+    transform = Affine(*[float(v) for v in scene_meta.transform[:6]])
+    crs = CRS.from_wkt(scene_meta.crs_wkt) if scene_meta.crs_wkt else None
+    grid = map_grid(transform, scene_meta.width, scene_meta.height, tiling.size, tiling.stride)
+    classes_tif = maps_dir / f"{scene_id}.classes.tif"
+    scores_tif = maps_dir / f"{scene_id}.scores.tif"
+    png = ql_dir / f"{scene_id}.png"
+    written = write_class_cog(classes_tif, class_map(grid, records, classes), grid, crs, classes)
+    write_score_cog(scores_tif, score_map(grid, records), grid, crs)
+    look = quicklook(
+        preview_path, records, transform, classes, references, nodata=scene_meta.nodata_value
+    )
+    write_bytes_atomic(png, encode_png(look.rgb))
+    summary = {
+        "classes": classes_tif.name,
+        "category_names": written[1].name,
+        "scores": scores_tif.name,
+        "quicklook": png.name,
+        "map_shape": [grid.height, grid.width],
+        "tiles": len(records),
+        "quicklook_shape": list(look.rgb.shape[:2]),
+        "quicklook_factor": look.factor,
+        "bands": list(look.bands),
+        "stretch": [list(limits) for limits in look.stretch],
+    }
+    log.info(
+        "scene %s: %dx%d map of %d tiles, quick-look %dx%d (bands %s)",
+        scene_id,
+        grid.width,
+        grid.height,
+        len(records),
+        look.rgb.shape[1],
+        look.rgb.shape[0],
+        look.bands,
+    )
+    return summary
+
+
+def render_maps(
+    scenes_dir: Path,
+    index: TileIndex,
+    predictions: PredictionSet,
+    model: Model,
+    maps_dir: Path,
+    quicklook_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Write the maps and quick-look of every scene that has predictions.
+
+    A tile's score is the one its prediction carries (what it means is the model kind's: the
+    threshold's margin, a class probability); its reference comes from the tile index.
+
+    Args:
+        scenes_dir: the ingest directory (each scene's preview raster lives there).
+        index: the tile index the predictions were made on.
+        predictions: the batch-inference run.
+        model: the model that made them.
+        maps_dir: directory for the COGs.
+        quicklook_dir: directory for the PNGs.
+
+    Returns:
+        Each scene's summary (see :func:`write_scene_maps`), by scene id.
+    """
+    references = {tile.id: tile.reference for tile in index.tiles}
+    grid = _Tiling(int(index.tiling["size"]), int(index.tiling["stride"]))
+    groups = by_scene(predictions.predictions)
+    summaries = {}
+    for sid, scene in index.scenes.items():
+        if sid not in groups:
+            continue
+        preview = scenes_dir / scene.preview["file"]
+        summaries[sid] = write_scene_maps(
+            maps_dir,
+            quicklook_dir,
+            sid,
+            scene,
+            preview,
+            groups[sid],
+            references,
+            grid,
+            model.classes,
+        )
+    return summaries
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    size: int
+    stride: int

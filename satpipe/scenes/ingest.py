@@ -1,0 +1,290 @@
+"""Ingest: bring one scene into the pipeline, validated, with its metadata.
+
+A scene comes from one of three sources (``ingest.source``): ``synthetic`` (generated from a
+seed), ``file`` (a local GeoTIFF, copied) or ``http`` (downloaded and sha256-verified). Whatever
+the source, the bytes land in a temporary file beside the output, pass
+:func:`satpipe.scenes.validation.inspect_scene`, and only then are the scene and its metadata JSON
+renamed into place, so a rejected scene leaves no output behind.
+
+Beside each scene ``<id>.tif`` and its metadata ``<id>.json``, ingest writes ``<id>.preview.tif``
+(a decimated copy for quick-looks, from the validation pass) and, when the scene has reference
+labels, ``<id>.labels.tif`` (see :mod:`satpipe.scenes.label_raster`): a synthetic scene's own truth,
+or the user's label raster resampled onto the scene's grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from satpipe.core.errors import (
+    ChecksumError,
+    NoRangeSupportError,
+    ParamsError,
+    RasterReadError,
+    SatpipeError,
+    SceneError,
+)
+from satpipe.core.files import atomic_path, write_json
+from satpipe.core.params import IngestParams, SceneParams
+from satpipe.core.records import SceneRecord
+from satpipe.engines.engine import Engine
+from satpipe.engines.spec import EngineSpec
+from satpipe.scenes import label_raster, synthetic
+from satpipe.scenes.download import download
+from satpipe.scenes.stac_scene import StacScene, write_cog_scene, write_stac_scene
+from satpipe.scenes.validation import inspect_scene
+
+log = logging.getLogger(__name__)
+
+
+def source_record(params: SceneParams) -> dict[str, Any]:
+    """What identifies the scene's origin, with no absolute local path in it."""
+    if params.source == "synthetic":
+        return {
+            "kind": "synthetic",
+            "seed": params.seed,
+            "width": params.width,
+            "height": params.height,
+        }
+    if params.source == "file":
+        path = Path(params.path or "")
+        return {"kind": "file", "path": path.name if path.is_absolute() else path.as_posix()}
+    return {"kind": "http", "url": params.url, "fetch": params.fetch}
+
+
+def _synthetic_labels(params: SceneParams, counts: dict[int, int], file: str) -> dict[str, Any]:
+    """Metadata of a synthetic scene's own label raster."""
+    mapping = (params.labels.classes if params.labels else None) or synthetic.LABEL_CLASSES
+    listed = {code for codes in mapping.values() for code in codes} - {synthetic.LABEL_NODATA}
+    return {
+        "file": file,
+        "classes": mapping,
+        "codes": {str(code): name for code, name in synthetic.SURFACES.items()},
+        "source": {"kind": "synthetic"},
+        "dtype": "uint8",
+        "nodata": synthetic.LABEL_NODATA,
+        "labelled_fraction": sum(counts[c] for c in listed) / (params.width * params.height),
+    }
+
+
+@dataclass(frozen=True)
+class _Acquired:
+    """What acquiring a scene says about it besides its bytes."""
+
+    name: str  # how messages name it
+    counts: dict[int, int] | None = None  # a synthetic scene's label code counts
+    stac: StacScene | None = None  # a STAC scene's record
+
+
+def _acquire(
+    params: SceneParams, tmp: Path, labels_tmp: Path, root: Path, retries: int, timeout: float
+) -> _Acquired:
+    """Put the scene's bytes at ``tmp``.
+
+    A synthetic scene also writes its label raster at ``labels_tmp`` and returns its code counts.
+    """
+    if params.source == "synthetic":
+        counts = synthetic.write_scene(
+            tmp, width=params.width, height=params.height, seed=params.seed, labels_path=labels_tmp
+        )
+        return _Acquired(f"synthetic scene (seed {params.seed})", counts)
+    if params.source == "stac" and params.stac is not None:
+        scene = write_stac_scene(
+            params.stac, params.labels, tmp, root, retries=retries, timeout=timeout
+        )
+        return _Acquired(scene.name, stac=scene)
+    if params.source == "file":
+        src = Path(params.path or "")
+        src = src if src.is_absolute() else root / src
+        if not src.is_file():
+            raise RasterReadError(f"{params.path}: file not found (ingest.path)")
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as exc:
+            raise RasterReadError(f"{params.path}: cannot copy: {exc.strerror or exc}") from exc
+        return _Acquired(str(params.path))
+    if params.url is None:  # SceneParams enforces it
+        raise ParamsError("ingest.url is required for source 'http'")
+    if params.fetch == "range":
+        try:
+            scene = write_cog_scene(
+                params.url, params.sha256, tmp, retries=retries, timeout=timeout
+            )
+        except NoRangeSupportError as exc:
+            raise type(exc)(f"{exc}; set ingest.fetch: download to fetch it whole") from exc
+        return _Acquired(params.url, stac=scene)
+    download(params.url, tmp, sha256=params.sha256 or "", retries=retries, timeout=timeout)
+    return _Acquired(params.url)
+
+
+def ingest(
+    params: SceneParams,
+    scene_out: Path,
+    meta_out: Path,
+    root: Path,
+    *,
+    retries: int = 3,
+    timeout: float = 30.0,
+) -> SceneRecord:
+    """Acquire, validate and write one scene and its metadata.
+
+    The scene's preview and label raster (if any) are written beside ``scene_out`` as
+    ``<stem>.preview.tif`` and ``<stem>.labels.tif``.
+
+    Args:
+        params: the scene (the ``ingest`` section, or one item of ``ingest.scenes``).
+        scene_out: where the validated GeoTIFF goes.
+        meta_out: where its metadata JSON goes.
+        root: the directory relative ``path`` values are resolved against.
+        retries: download retries (``ingest.retries``).
+        timeout: download socket timeout in seconds (``ingest.timeout``).
+
+    Returns:
+        The metadata written to ``meta_out``.
+
+    Raises:
+        SatpipeError: any validation, download or checksum failure, naming the scene.
+    """
+    preview_out = scene_out.with_suffix(".preview.tif")
+    labels_out = scene_out.with_suffix(".labels.tif")
+    with ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(scene_out, suffix=".tif"))
+        preview_tmp = stack.enter_context(atomic_path(preview_out, suffix=".tif"))
+        if isinstance(params, IngestParams):
+            retries, timeout = params.retries, params.timeout
+        labelled = params.source == "synthetic" or params.labels is not None
+        # Entered only when there are labels, so an unlabelled scene leaves no empty file.
+        labels_tmp = (
+            stack.enter_context(atomic_path(labels_out, suffix=".tif")) if labelled else tmp
+        )
+        got = _acquire(params, tmp, labels_tmp, root, retries, timeout)
+        name = got.name
+        meta = inspect_scene(
+            tmp,
+            nodata_override=params.nodata,
+            acquisition_time=params.acquisition_time,
+            name=name,
+            preview_out=preview_tmp,
+        )
+        if params.source == "file" and params.sha256 and meta["sha256"] != params.sha256:
+            raise ChecksumError(
+                f"{params.path}: sha256 is {meta['sha256']}; expected {params.sha256} "
+                "(ingest.sha256)"
+            )
+        if got.counts is not None:
+            labels = _synthetic_labels(params, got.counts, labels_out.name)
+        elif got.stac is not None and got.stac.labels_href is not None and params.labels:
+            labels = {
+                "file": labels_out.name,
+                **label_raster.write_asset_labels(
+                    got.stac.labels_href,
+                    f"{name}: asset {params.labels.asset}",
+                    params.labels.classes or {},
+                    tmp,
+                    labels_tmp,
+                    retries=retries,
+                    timeout=timeout,
+                ),
+            }
+        elif params.labels is not None:
+            labels = {
+                "file": labels_out.name,
+                **label_raster.write_scene_labels(
+                    params.labels, tmp, labels_tmp, root, retries=retries, timeout=timeout
+                ),
+            }
+        else:
+            labels = None
+        step = meta.pop("preview_step")
+        record = SceneRecord.from_json(
+            {
+                **meta,
+                "id": params.scene_id,
+                "role": params.role,
+                "source": got.stac.source if got.stac is not None else source_record(params),
+                "preview": {"file": preview_out.name, "step": step},
+                "labels": labels,
+            },
+            name,
+        )
+        write_json(meta_out, record.to_json())
+    log.info(
+        "ingested %s: %dx%d, %d bands %s, %s, acquired %s",
+        name,
+        record.width,
+        record.height,
+        record.count,
+        record.dtypes[0],
+        record.crs if record.epsg else "custom CRS",
+        record.acquisition_time,
+    )
+    return record
+
+
+@dataclass(frozen=True)
+class _SceneTask:
+    item: SceneParams
+    out_dir: Path
+    root: Path
+    retries: int
+    timeout: float
+    skip_invalid: bool
+
+
+def _ingest_task(task: _SceneTask) -> SceneRecord | tuple[str, str]:
+    """Ingest one scene into ``out_dir``; a known failure names the scene (or is returned)."""
+    sid = task.item.scene_id
+    try:
+        return ingest(
+            task.item,
+            task.out_dir / f"{sid}.tif",
+            task.out_dir / f"{sid}.json",
+            task.root,
+            retries=task.retries,
+            timeout=task.timeout,
+        )
+    except SatpipeError as exc:
+        if task.skip_invalid:
+            return sid, f"{type(exc).__name__}: {exc}"
+        raise type(exc)(f"scene {sid!r}: {exc}") from exc
+
+
+def ingest_scenes(
+    params: IngestParams, out_dir: Path, root: Path, engine: Engine | None = None
+) -> tuple[list[SceneRecord], dict[str, Any]]:
+    """Ingest every scene of ``params`` into ``out_dir`` as ``<id>.tif`` and ``<id>.json``.
+
+    Scenes are validated in parallel on ``engine`` (one task per scene). Without
+    ``ingest.skip_invalid`` the first invalid scene, in list order, fails with its id named;
+    with it, each invalid scene is left out and listed in the metrics with its reason.
+
+    Returns:
+        The metadata of every ingested scene (in list order) and the ingest metrics.
+
+    Raises:
+        SatpipeError: a scene is invalid (and not skipped), or none is left.
+    """
+    tasks = [
+        _SceneTask(item, out_dir, root, params.retries, params.timeout, params.skip_invalid)
+        for item in params.scene_list()
+    ]
+    scenes, skipped = [], []
+    with ExitStack() as stack:
+        engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
+        # One scene gains nothing from a worker process, and starting one costs ~0.5 s.
+        results = map(_ingest_task, tasks) if len(tasks) == 1 else engine.map(_ingest_task, tasks)
+        for result in results:
+            if isinstance(result, SceneRecord):
+                scenes.append(result)
+            else:
+                log.warning("skipped scene %s: %s", *result)
+                skipped.append({"id": result[0], "reason": result[1]})
+    if not scenes:
+        raise SceneError(f"no valid scene among {len(tasks)}: {skipped[0]['reason']}")
+    metrics = {"scenes_ingested": len(scenes), "scenes_skipped": len(skipped), "skipped": skipped}
+    return scenes, metrics

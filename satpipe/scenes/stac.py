@@ -1,0 +1,345 @@
+"""STAC items: choosing a scene's bands among an item's assets, its grid, and its corrections.
+
+A STAC Item describes one acquisition; each band is an *asset*, usually a Cloud-Optimized
+GeoTIFF on object storage. ``ingest.stac.assets`` names the bands to stack, in order, each by
+asset key (``B04``) or by the ``common_name`` of its ``eo:bands`` (``red``). Only raster assets
+(a GeoTIFF media type, or a ``.tif`` href when the type is absent) can be chosen; thumbnails,
+XML and JSON are never read.
+
+The scene's grid is the finest chosen asset's: its ``proj:transform`` and ``proj:shape``, with
+``proj:epsg`` from the asset or the item (read from the file header only when the item does not
+say). Every chosen asset must be in that CRS. An optional area of interest (a bounding box in a
+stated CRS, or a GeoJSON file in longitude/latitude) crops the grid to the pixels it touches.
+
+Sentinel-2 L2A from processing baseline 04.00 on stores reflectance with an offset
+(``BOA_ADD_OFFSET`` = -1000). :func:`correction` decides, band by band, what turns stored values
+into the scene's values: ``raster:bands`` ``scale``/``offset`` when the item gives them, except an
+offset the catalogue says it already applied (``earthsearch:boa_offset_applied``); otherwise, for
+a Sentinel-2 L2A reflectance band at baseline 04.00 or later, offset -1000; otherwise nothing.
+The decision is recorded in the scene's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.warp import transform_bounds
+from rasterio.windows import from_bounds
+
+from satpipe.core.errors import SceneError
+from satpipe.core.files import read_json
+
+_RASTER_TYPES = ("image/tiff", "image/geotiff", "image/vnd.stac.geotiff")
+_S2_REFLECTANCE = re.compile(r"^B(0[1-9]|1[0-2]|8A)$")
+_BASELINE_IN_ID = re.compile(r"_N(\d{2})(\d{2})_")
+S2_BOA_OFFSET = -1000.0
+
+
+class StacError(SceneError):
+    """A STAC item, one of its assets, or the area of interest cannot be used."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One chosen band: its key, where it is, and its grid as the item declares it."""
+
+    key: str
+    href: str
+    name: str  # how the user asked for it (key or common name)
+    data: dict[str, Any]
+    crs: CRS | None
+    transform: Affine | None
+    shape: tuple[int, int] | None  # (rows, cols)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where the scene's pixels are: CRS, transform and size (the cropped window of the grid)."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the grid's CRS."""
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
+        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def load_item(ref: str, root: Path, timeout: float = 30.0) -> tuple[dict[str, Any], str]:
+    """Read a STAC Item from a path (relative to ``root``) or an http(s) URL.
+
+    Returns:
+        The item and its base location (hrefs resolve against it).
+
+    Raises:
+        StacError: not found, unreachable, not JSON, or not a STAC Item.
+    """
+    if ref.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(ref, timeout=timeout) as response:
+                item = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise StacError(f"STAC item {ref}: server answered HTTP {exc.code}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StacError(f"STAC item {ref}: unreachable ({reason})") from None
+        except ValueError as exc:
+            raise StacError(f"STAC item {ref}: not valid JSON ({exc})") from None
+        base = ref
+    else:
+        path = Path(ref) if Path(ref).is_absolute() else root / ref
+        try:
+            item = read_json(path)
+        except FileNotFoundError:
+            raise StacError(f"STAC item {ref}: file not found (ingest.stac.item)") from None
+        except ValueError as exc:
+            raise StacError(f"STAC item {ref}: not valid JSON ({exc})") from None
+        base = path.resolve().as_uri()
+    if not isinstance(item, dict) or item.get("type") != "Feature" or "assets" not in item:
+        raise StacError(f"STAC item {ref}: not a STAC Item (expected a Feature with assets)")
+    return item, base
+
+
+def resolve_href(href: str, base: str) -> str:
+    """An asset's href made absolute: a URL, or a local path for ``file:`` locations."""
+    absolute = urllib.parse.urljoin(base, href)
+    if absolute.startswith("file:"):
+        return urllib.request.url2pathname(urllib.parse.urlsplit(absolute).path)
+    return absolute
+
+
+def _is_raster(asset: dict[str, Any]) -> bool:
+    media = str(asset.get("type") or "").lower()
+    if media:
+        return media.startswith(_RASTER_TYPES)
+    return (
+        urllib.parse.urlsplit(str(asset.get("href", ""))).path.lower().endswith((".tif", ".tiff"))
+    )
+
+
+def _common_names(asset: dict[str, Any]) -> list[str]:
+    return [str(b["common_name"]) for b in asset.get("eo:bands") or [] if b.get("common_name")]
+
+
+def _epsg(item: dict[str, Any], asset: dict[str, Any]) -> CRS | None:
+    code = asset.get("proj:epsg", item.get("properties", {}).get("proj:epsg"))
+    return CRS.from_epsg(int(code)) if code else None
+
+
+def select_assets(item: dict[str, Any], names: list[str], base: str, label: str) -> list[Asset]:
+    """The assets ``names`` asks for, in order, each by key or by ``eo:bands`` common name.
+
+    Raises:
+        StacError: a name matches no asset (listing the keys and common names there are), more
+            than one asset by common name, or a non-raster asset.
+    """
+    assets: dict[str, dict[str, Any]] = item["assets"]
+    out = []
+    for name in names:
+        if name in assets:
+            key = name
+        else:
+            matches = [k for k, a in assets.items() if name in _common_names(a) and _is_raster(a)]
+            single = [k for k in matches if len(assets[k].get("eo:bands") or []) == 1]
+            matches = single or matches  # "red" is B04, not the 3-band "visual"
+            if not matches:
+                common = sorted({c for a in assets.values() for c in _common_names(a)})
+                raise StacError(
+                    f"{label}: no asset {name!r}; asset keys: {', '.join(assets)}; common names: "
+                    f"{', '.join(common) or 'none'}"
+                )
+            if len(matches) > 1:
+                raise StacError(
+                    f"{label}: common name {name!r} matches assets {', '.join(matches)}; name "
+                    "the asset key instead"
+                )
+            key = matches[0]
+        data = assets[key]
+        if not _is_raster(data):
+            raise StacError(
+                f"{label}: asset {key!r} is {data.get('type') or 'not a raster'}; expected a "
+                "GeoTIFF band"
+            )
+        transform = data.get("proj:transform")
+        shape = data.get("proj:shape")
+        out.append(
+            Asset(
+                key=key,
+                href=resolve_href(str(data["href"]), base),
+                name=name,
+                data=data,
+                crs=_epsg(item, data),
+                transform=Affine(*transform[:6]) if transform else None,
+                shape=(int(shape[0]), int(shape[1])) if shape else None,
+            )
+        )
+    return out
+
+
+def crop(grid: Grid, bounds: tuple[float, float, float, float], label: str) -> Grid:
+    """The part of ``grid`` covering ``bounds`` (in the grid's CRS), snapped outward to pixels.
+
+    Raises:
+        StacError: ``bounds`` do not overlap the grid.
+    """
+    left, bottom, right, top = grid.bounds
+    b = bounds
+    if not (b[0] < right and b[2] > left and b[1] < top and b[3] > bottom):
+        box = ", ".join(f"{v:.6g}" for v in b)
+        have = ", ".join(f"{v:.6g}" for v in grid.bounds)
+        raise StacError(
+            f"{label}: the area of interest ({box} in the scene's CRS) is outside the item, "
+            f"which covers ({have})"
+        )
+    raw = from_bounds(*b, transform=grid.transform)
+    eps = 1e-6  # pixels: a bound on a pixel edge up to float noise does not add a pixel
+    col0 = max(0, math.floor(raw.col_off + eps))
+    row0 = max(0, math.floor(raw.row_off + eps))
+    col1 = min(grid.width, math.ceil(raw.col_off + raw.width - eps))
+    row1 = min(grid.height, math.ceil(raw.row_off + raw.height - eps))
+    return Grid(grid.crs, grid.transform @ Affine.translation(col0, row0), col1 - col0, row1 - row0)
+
+
+def aoi_bounds(
+    aoi: dict[str, Any], crs: CRS, root: Path, label: str
+) -> tuple[float, float, float, float]:
+    """The area of interest's bounds in ``crs``: a ``bbox`` in ``aoi['crs']`` or a GeoJSON file.
+
+    Raises:
+        StacError: an unknown CRS, or the GeoJSON file is missing or has no coordinates.
+    """
+    if aoi.get("bbox") is not None:
+        try:
+            src_crs = CRS.from_user_input(aoi.get("crs") or "EPSG:4326")
+        except CRSError:
+            raise StacError(
+                f"{label}: ingest.stac.aoi.crs {aoi.get('crs')!r} is not a CRS PROJ knows"
+            ) from None
+        box = tuple(float(v) for v in aoi["bbox"])
+    else:
+        path = Path(aoi["geojson"])
+        path = path if path.is_absolute() else root / path
+        try:
+            doc = read_json(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise StacError(f"{label}: area of interest {aoi['geojson']}: {exc}") from None
+        xs, ys = _coordinates(doc)
+        if not xs:
+            raise StacError(f"{label}: area of interest {aoi['geojson']}: no coordinates")
+        src_crs = CRS.from_epsg(4326)  # RFC 7946: GeoJSON is longitude/latitude
+        box = (min(xs), min(ys), max(xs), max(ys))
+    left, bottom, right, top = transform_bounds(src_crs, crs, *box, densify_pts=21)
+    return left, bottom, right, top
+
+
+def _coordinates(doc: Any) -> tuple[list[float], list[float]]:
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key in ("features", "geometry", "geometries", "coordinates"):
+                if key in value:
+                    walk(value[key])
+        elif isinstance(value, list):
+            if len(value) >= 2 and all(isinstance(v, int | float) for v in value[:2]):
+                xs.append(float(value[0]))
+                ys.append(float(value[1]))
+            else:
+                for v in value:
+                    walk(v)
+
+    walk(doc)
+    return xs, ys
+
+
+def processing_baseline(item: dict[str, Any]) -> str | None:
+    """The Sentinel-2 processing baseline (``"04.00"``), from the properties or the product id."""
+    props = item.get("properties", {})
+    for key in ("s2:processing_baseline", "processing:version", "sentinel2:processing_baseline"):
+        if props.get(key):
+            return str(props[key])
+    for key in ("s2:product_uri", "sentinel:product_id", "s2:granule_id"):
+        match = _BASELINE_IN_ID.search(str(props.get(key) or ""))
+        if match:
+            return f"{match.group(1)}.{match.group(2)}"
+    return None
+
+
+def _is_s2_l2a(item: dict[str, Any]) -> bool:
+    props = item.get("properties", {})
+    platform = str(props.get("platform") or props.get("constellation") or "").lower()
+    names = " ".join(
+        str(v or "")
+        for v in (
+            item.get("id"),
+            item.get("collection"),
+            props.get("s2:product_type"),
+            props.get("s2:product_uri"),
+            props.get("sentinel:product_id"),
+        )
+    ).upper()
+    is_s2 = "sentinel-2" in platform.replace(" ", "-") or "SENTINEL2" in platform.upper()
+    return is_s2 and ("L2A" in names or "S2MSI2A" in names)
+
+
+def correction(item: dict[str, Any], asset: Asset) -> dict[str, Any]:
+    """How ``asset``'s stored values become the scene's: ``{"scale", "offset", "rule"}``.
+
+    See the module docstring for the rules, in order.
+    """
+    bands = asset.data.get("raster:bands") or []
+    applied = item.get("properties", {}).get("earthsearch:boa_offset_applied")
+    if bands and ("scale" in bands[0] or "offset" in bands[0]):
+        scale = float(bands[0].get("scale", 1.0))
+        offset = float(bands[0].get("offset", 0.0))
+        if applied is True and offset:
+            return {
+                "scale": scale,
+                "offset": 0.0,
+                "rule": "raster:bands scale; offset already in the pixels "
+                "(earthsearch:boa_offset_applied)",
+            }
+        return {"scale": scale, "offset": offset, "rule": "raster:bands scale and offset"}
+    baseline = processing_baseline(item)
+    if (
+        applied is not True
+        and _is_s2_l2a(item)
+        and _S2_REFLECTANCE.match(asset.key)
+        and baseline is not None
+        and baseline >= "04.00"
+    ):
+        return {
+            "scale": 1.0,
+            "offset": S2_BOA_OFFSET,
+            "rule": f"Sentinel-2 L2A baseline {baseline}: BOA_ADD_OFFSET {S2_BOA_OFFSET:g}",
+        }
+    return {"scale": 1.0, "offset": 0.0, "rule": "none"}
+
+
+def properties_record(item: dict[str, Any]) -> dict[str, Any]:
+    """The item properties kept in the scene's metadata."""
+    props = item.get("properties", {})
+    return {
+        "datetime": props.get("datetime"),
+        "platform": props.get("platform"),
+        "constellation": props.get("constellation"),
+        "eo:cloud_cover": props.get("eo:cloud_cover"),
+        "processing_baseline": processing_baseline(item),
+        "earthsearch:boa_offset_applied": props.get("earthsearch:boa_offset_applied"),
+    }
