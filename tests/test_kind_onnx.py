@@ -15,6 +15,7 @@ import pytest
 
 from satpipe.core.errors import ModelError
 from satpipe.models.kinds import onnx as onnx_kind
+from satpipe.models.kinds import onnx_graph
 from satpipe.models.kinds.base import TrainingSet
 from satpipe.models.kinds.onnx import OnnxKind
 from tests import onnx_models
@@ -48,7 +49,7 @@ def pixel_params(path: str | Path, **extra: Any) -> dict[str, Any]:
 def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> dict:
     """An empty session cache for this test (as in a new process)."""
     cache: dict = {}
-    monkeypatch.setattr(onnx_kind, "_SESSIONS", cache)
+    monkeypatch.setattr(onnx_graph, "_SESSIONS", cache)
     return cache
 
 

@@ -25,7 +25,7 @@ from satpipe.core import classes as class_lib
 from satpipe.core.errors import ModelError, SceneError, TilingError
 from satpipe.core.raster import open_scene
 from satpipe.core.records import SceneRecord, TilePrediction
-from satpipe.outputs import maps, quicklook
+from satpipe.outputs import cog, maps, quicklook
 from satpipe.tiles.grid import axis_offsets, tile_id
 from tests.records import scene_record, window_prediction
 
@@ -178,8 +178,8 @@ def write_maps(out: Path, stride: int = 96) -> tuple[maps.MapGrid, np.ndarray, n
     records = pattern_records(tile_windows(width, height, size, stride, True), stride)
     records = records[:-3]  # a few positions without a tile
     classes, scores = maps.class_map(grid, records, CLASSES), maps.score_map(grid, records)
-    maps.write_class_cog(out / "s.classes.tif", classes, grid, CRS_UTM, CLASSES)
-    maps.write_score_cog(out / "s.scores.tif", scores, grid, CRS_UTM)
+    cog.write_class_cog(out / "s.classes.tif", classes, grid, CRS_UTM, CLASSES)
+    cog.write_score_cog(out / "s.scores.tif", scores, grid, CRS_UTM)
     return grid, classes, scores
 
 
@@ -223,7 +223,7 @@ def test_class_map_is_styled_and_names_its_categories(tmp_path: Path) -> None:
     with rasterio.open(tmp_path / "s.scores.tif") as src:
         assert np.isnan(src.nodata) and src.dtypes == ("float32",)
     # The category names are in the PAM sidecar, and GDAL reads them from there...
-    sidecar = ET.parse(maps.aux_path(path)).getroot()
+    sidecar = ET.parse(cog.aux_path(path)).getroot()
     band = sidecar.find("PAMRasterBand")
     assert band is not None and band.get("band") == "1"
     assert [c.text for c in band.iter("Category")] == ["no tile", "dark", "bright"]
@@ -253,13 +253,13 @@ def test_gdal_keeps_category_names_out_of_the_tiff(tmp_path: Path) -> None:
         out.parent.mkdir()
         rasterio.shutil.copy(vrt, out, driver=driver)
         assert b"zebra" not in out.read_bytes()
-        assert b"<Category>zebra</Category>" in maps.aux_path(out).read_bytes()
+        assert b"<Category>zebra</Category>" in cog.aux_path(out).read_bytes()
 
 
 def test_small_maps_still_get_an_overview(tmp_path: Path) -> None:
     grid = maps.map_grid(SCENE_TRANSFORM, 2048, 2048, 256, 256)  # 8 x 8 pixels
     records = pattern_records(tile_windows(2048, 2048, 256, 256, False), 256)
-    maps.write_class_cog(
+    cog.write_class_cog(
         tmp_path / "a.tif", maps.class_map(grid, records, CLASSES), grid, CRS_UTM, CLASSES
     )
     with rasterio.open(tmp_path / "a.tif") as src:
@@ -267,7 +267,7 @@ def test_small_maps_still_get_an_overview(tmp_path: Path) -> None:
         assert src.overviews(1) == [2]
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
     one = maps.map_grid(SCENE_TRANSFORM, 100, 100, 128, 128)  # 1 x 1: nothing smaller
-    maps.write_score_cog(tmp_path / "b.tif", np.zeros((1, 1), np.float32), one, CRS_UTM)
+    cog.write_score_cog(tmp_path / "b.tif", np.zeros((1, 1), np.float32), one, CRS_UTM)
     with rasterio.open(tmp_path / "b.tif") as src:
         assert src.overviews(1) == []
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
@@ -276,7 +276,7 @@ def test_small_maps_still_get_an_overview(tmp_path: Path) -> None:
 def test_large_maps_get_overviews_down_to_one_block(tmp_path: Path) -> None:
     grid = maps.map_grid(SCENE_TRANSFORM, 300 * 16, 200 * 16, 16, 16)  # 300 x 200 pixels
     scores = np.arange(300 * 200, dtype=np.float32).reshape(200, 300)
-    maps.write_score_cog(tmp_path / "big.tif", scores, grid, CRS_UTM)
+    cog.write_score_cog(tmp_path / "big.tif", scores, grid, CRS_UTM)
     with rasterio.open(tmp_path / "big.tif") as src:
         assert src.overviews(1) == [2, 4]  # 150 x 100, then 75 x 50: within one 128 block
 
@@ -286,7 +286,7 @@ def test_class_names_are_escaped_in_the_sidecar(tmp_path: Path) -> None:
     grid = maps.map_grid(SCENE_TRANSFORM, 512, 256, 256, 256)
     records = [record(Window(0, 0, 256, 256), "a<b"), record(Window(256, 0, 256, 256), "c & d")]
     path = tmp_path / "odd.tif"
-    maps.write_class_cog(path, maps.class_map(grid, records, classes), grid, CRS_UTM, classes)
+    cog.write_class_cog(path, maps.class_map(grid, records, classes), grid, CRS_UTM, classes)
     assert category_names_from_gdal(path) == ["no tile", *classes]
     with rasterio.open(path) as src:  # unknown names take the fallback palette
         assert src.colormap(1)[1] == (*class_lib.FALLBACK_PALETTE[0], 255)

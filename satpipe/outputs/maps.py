@@ -24,8 +24,9 @@ Two maps share that grid: the *class map* (uint8, a class's position in ``classe
 0 = no tile, declared nodata, with a colour table and category names) and the *score map*
 (float32, the record's score, NaN = no tile). Both are written through GDAL's COG driver with
 NEAREST overviews, so that zooming out never invents a class code. GDAL's GTiff and COG drivers
-do not store category names in the TIFF but in a PAM sidecar ``<file>.aux.xml``, which is
-written here (the class names are also dataset tags ``CLASS_<code>``, shown by ``rio info``).
+do not store category names in the TIFF but in a PAM sidecar ``<file>.aux.xml``, which
+:mod:`satpipe.outputs.cog` writes beside it (the class names are also dataset tags
+``CLASS_<code>``, shown by ``rio info``).
 
 The *quick-look* is a PNG of the scene's preview raster (written by ingest: the scene decimated
 by an integer factor, long side at most 1024 pixels), in true colour when the bands allow it,
@@ -39,23 +40,18 @@ compression done by the libraries bundled in the pinned rasterio wheel.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from xml.sax.saxutils import escape
 
 import numpy as np
-import rasterio
-import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.io import MemoryFile
 
-from satpipe.core.classes import class_codes, class_colour, code_of
+from satpipe.core.classes import class_codes, code_of
 from satpipe.core.errors import TilingError
-from satpipe.core.files import atomic_path, write_bytes_atomic
+from satpipe.core.files import write_bytes_atomic
 from satpipe.core.records import (
     PredictionSet,
     SceneInfo,
@@ -65,26 +61,11 @@ from satpipe.core.records import (
     by_scene,
 )
 from satpipe.models.model import Model
+from satpipe.outputs.cog import write_class_cog, write_score_cog
 from satpipe.outputs.quicklook import encode_png, quicklook
 from satpipe.tiles.grid import axis_offsets, tile_id
 
 log = logging.getLogger(__name__)
-
-NO_TILE = "no tile"
-"""Category name of class code 0 (nodata: no tile was classified at that position)."""
-
-# BLOCKSIZE: GDAL 3.10's COG driver declares a minimum of 128 (16 works but logs "unexpected
-# value" on every write). A map is rarely larger than one 128-pixel block, so OVERVIEW_COUNT
-# asks for at least one overview level where the driver's AUTO would make none.
-COG_BLOCKSIZE = 128
-COG_OPTIONS: dict[str, Any] = {
-    "blocksize": COG_BLOCKSIZE,
-    "compress": "DEFLATE",  # libdeflate, bundled with GDAL in the rasterio wheel
-    "level": 9,
-    "overview_resampling": "NEAREST",
-    "overviews": "AUTO",
-    "statistics": "NO",
-}
 
 
 class Tiling(Protocol):
@@ -210,122 +191,6 @@ def score_map(grid: MapGrid, records: Sequence[TilePrediction]) -> np.ndarray:
     for row, col, rec in _positions(grid, records):
         out[row, col] = rec.score
     return out
-
-
-def _overview_count(width: int, height: int) -> int:
-    """Halvings until the map fits one block (as GDAL's AUTO), but at least one if possible."""
-    count, w, h = 0, width, height
-    while w > COG_BLOCKSIZE or h > COG_BLOCKSIZE:
-        w, h, count = math.ceil(w / 2), math.ceil(h / 2), count + 1
-    # A 1 x 1 map has no smaller level (GDAL fails when asked for one).
-    return max(count, 1) if max(width, height) > 1 else 0
-
-
-def _write_cog(
-    path: Path,
-    array: np.ndarray,
-    grid: MapGrid,
-    crs: CRS | None,
-    *,
-    nodata: float,
-    description: str,
-    tags: dict[str, str],
-    colormap: dict[int, tuple[int, int, int, int]] | None = None,
-) -> None:
-    """Write one band as a COG, atomically: built in memory, copied by the COG driver."""
-    if array.shape != (grid.height, grid.width):
-        raise ValueError(f"{path.name}: array {array.shape} does not match the map grid")
-    profile = {
-        "driver": "GTiff",
-        "width": grid.width,
-        "height": grid.height,
-        "count": 1,
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": grid.transform,
-        "nodata": nodata,
-    }
-    options = dict(COG_OPTIONS, overview_count=_overview_count(grid.width, grid.height))
-    with MemoryFile() as mem:
-        with mem.open(**profile) as dst:
-            if colormap is not None:  # before the pixels: libtiff fixes Photometric on write
-                dst.write_colormap(1, colormap)
-            dst.set_band_description(1, description)
-            dst.update_tags(**tags)
-            dst.write(array, 1)
-        with mem.open() as src, atomic_path(path) as tmp:
-            rasterio.shutil.copy(src, tmp, driver="COG", **options)
-    log.debug("wrote %s (%dx%d)", path.name, grid.width, grid.height)
-
-
-def category_names_xml(names: Sequence[str]) -> str:
-    """A PAM ``.aux.xml`` document naming the categories of band 1 (GDAL's own layout)."""
-    lines = ["<PAMDataset>", '  <PAMRasterBand band="1">', "    <CategoryNames>"]
-    lines += [f"      <Category>{escape(name)}</Category>" for name in names]
-    lines += ["    </CategoryNames>", "  </PAMRasterBand>", "</PAMDataset>", ""]
-    return "\n".join(lines)
-
-
-def aux_path(path: Path | str) -> Path:
-    """The PAM sidecar GDAL reads beside ``path``: ``<path>.aux.xml``."""
-    path = Path(path)
-    return path.with_name(path.name + ".aux.xml")
-
-
-def write_class_cog(
-    path: Path | str, array: np.ndarray, grid: MapGrid, crs: CRS | None, classes: Sequence[str]
-) -> list[Path]:
-    """Write the class map as a styled COG and its category names as ``<path>.aux.xml``.
-
-    The colour table gives each class its :func:`class_colour` and code 0 (nodata) transparent
-    black; a TIFF palette has no alpha, but GDAL reports the nodata entry as transparent.
-
-    Returns:
-        The files written: the COG and its sidecar.
-    """
-    path = Path(path)
-    class_codes(classes)
-    colormap = {0: (0, 0, 0, 0)}
-    for i, name in enumerate(classes):
-        colormap[i + 1] = (*class_colour(name, i), 255)
-    tags = {f"CLASS_{i + 1}": name for i, name in enumerate(classes)}
-    tags.update(CLASS_0=NO_TILE, TILE_SIZE=str(grid.size), TILE_STRIDE=str(grid.stride))
-    _write_cog(
-        path,
-        array.astype(np.uint8, copy=False),
-        grid,
-        crs,
-        nodata=0,
-        description="class",
-        tags=tags,
-        colormap=colormap,
-    )
-    # GTiff and COG keep category names only in PAM (GDAL writes a sidecar for them itself);
-    # written here so that its name follows the final file, not the temporary one.
-    sidecar = aux_path(path)
-    write_bytes_atomic(sidecar, category_names_xml([NO_TILE, *classes]).encode())
-    return [path, sidecar]
-
-
-def write_score_cog(
-    path: Path | str, array: np.ndarray, grid: MapGrid, crs: CRS | None
-) -> list[Path]:
-    """Write the score map as a float32 COG with NaN nodata.
-
-    Returns:
-        The file written.
-    """
-    tags = {"TILE_SIZE": str(grid.size), "TILE_STRIDE": str(grid.stride)}
-    _write_cog(
-        Path(path),
-        array.astype(np.float32, copy=False),
-        grid,
-        crs,
-        nodata=float("nan"),
-        description="score",
-        tags=tags,
-    )
-    return [Path(path)]
 
 
 def write_scene_maps(
