@@ -31,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import satpipe
 from satpipe.core.errors import SatpipeError
+from satpipe.core.params import TileParams, TrainParams
+from satpipe.core.params_base import unset_nested
 from serve.errors import AuthError, status_for
 from serve.metrics import Metrics
 from serve.schemas import (
@@ -208,8 +210,8 @@ async def model_info(request: Request, ctx: ReadyDep) -> ModelInfo:
         registry=None if (a := loaded.assignment) is None else RegistryInfo(**vars(a)),
         lock_file=pin.source,
         lock_entry=pin.train.entry,
-        training_params=pin.train_params,
-        tile_params=pin.tile_params,
+        training_params=unset_nested(TrainParams, pin.train_params),
+        tile_params=unset_nested(TileParams, pin.tile_params),
         kind=m.kind.name,
         details=m.kind.details(),
         classes=list(m.classes),

@@ -124,7 +124,10 @@ class ModelInfo(BaseModel):
     )
     lock_file: str
     lock_entry: dict[str, Any] = Field(description="the train stage's entry in dvc.lock")
-    training_params: dict[str, Any] = Field(description="params the train stage ran with")
+    training_params: dict[str, Any] = Field(
+        description="params the train stage ran with; a nested section left at its defaults "
+        "(train.onnx when the model is not ONNX) is null"
+    )
     tile_params: dict[str, Any] = Field(description="params the tile stage ran with")
     kind: str = Field(description="the model kind (threshold, logistic, onnx, ...)")
     details: dict[str, Any] = Field(description="the kind's own parameters, e.g. the threshold")

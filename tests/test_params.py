@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from satpipe.core.errors import ParamsError
 from satpipe.core.params import IngestParams, Params, TileParams, load_params, parse_params
@@ -176,3 +177,165 @@ def test_invalid_yaml(tmp_path: Path):
     path.write_text("tile: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(path)
+
+
+# --- nested sections: every key spelt out, all at default = unset ------------------------------
+
+NESTED_DEFAULTS = {
+    ("ingest", "labels"): {
+        "path": None,
+        "url": None,
+        "sha256": None,
+        "asset": None,
+        "classes": None,
+    },
+    ("ingest", "stac"): {
+        "item": None,
+        "assets": None,
+        "resampling": "nearest",
+        "aoi": {"bbox": None, "crs": "EPSG:4326", "geojson": None},
+        "pixels_sha256": None,
+    },
+    ("train", "onnx"): {
+        "path": None,
+        "input": "features",
+        "features": None,
+        "classes": None,
+        "batch": 256,
+        "bands": None,
+        "size": None,
+    },
+}
+
+
+def committed(repo_root: Path) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def test_committed_params_yaml_spells_out_every_nested_key(repo_root: Path):
+    data = committed(repo_root)
+    for (section, key), defaults in NESTED_DEFAULTS.items():
+        assert data[section][key] == defaults, f"{section}.{key} (dvc exp run -S needs each key)"
+
+
+@pytest.mark.parametrize(("section", "key"), sorted(NESTED_DEFAULTS))
+def test_nested_section_with_every_key_at_default_is_unset(section: str, key: str):
+    spelt_out = parse_params({section: {key: NESTED_DEFAULTS[section, key]}})
+    assert getattr(getattr(spelt_out, section), key) is None
+    assert spelt_out == parse_params({section: {key: None}}) == Params()
+
+
+def test_committed_params_yaml_validates_as_the_null_sections_did(repo_root: Path):
+    data = committed(repo_root)
+    params = parse_params(data)
+    assert params.ingest.labels is None and params.ingest.stac is None
+    assert params.train.onnx is None
+    nulled = {**data, "ingest": {**data["ingest"], "labels": None, "stac": None}}
+    nulled["train"] = {**data["train"], "onnx": None}
+    assert params == parse_params(nulled)
+    assert params.model_dump() == parse_params(nulled).model_dump()
+
+
+def with_keys(section: str, key: str, **values: object) -> dict:
+    """A params mapping whose nested section spells out every key, with ``values`` set."""
+    return {section: {key: {**NESTED_DEFAULTS[section, key], **values}}}
+
+
+def test_one_onnx_key_sets_the_section_and_names_the_missing_one():
+    assert error_of(with_keys("train", "onnx", path="m.onnx")).endswith(
+        "train.onnx.classes is missing"
+    )
+
+
+def test_onnx_keys_set_one_at_a_time_equal_the_compact_mapping():
+    spelt_out = parse_params(with_keys("train", "onnx", path="m.onnx", classes=["dark", "bright"]))
+    compact = parse_params({"train": {"onnx": {"path": "m.onnx", "classes": ["dark", "bright"]}}})
+    assert spelt_out == compact
+    onnx = spelt_out.train.onnx
+    assert onnx is not None and onnx.input == "features" and onnx.batch == 256 and onnx.size is None
+
+
+def test_stac_keys_set_one_at_a_time_leave_the_aoi_unset():
+    data = with_keys("ingest", "stac", item="item.json", assets=["red", "nir"])
+    data["ingest"]["source"] = "stac"
+    stac = parse_params(data).ingest.stac
+    assert stac is not None and stac.aoi is None and stac.resampling == "nearest"
+    assert (
+        stac
+        == parse_params(
+            {"ingest": {"source": "stac", "stac": {"item": "item.json", "assets": ["red", "nir"]}}}
+        ).ingest.stac
+    )
+
+
+def test_one_aoi_key_sets_the_aoi_with_the_default_crs():
+    aoi = {"bbox": [13.3, 52.45, 13.4, 52.52], "crs": "EPSG:4326", "geojson": None}
+    data = with_keys("ingest", "stac", item="item.json", assets=["red"], aoi=aoi)
+    data["ingest"]["source"] = "stac"
+    got = parse_params(data).ingest.stac
+    assert got is not None and got.aoi is not None
+    assert got.aoi.bbox == aoi["bbox"] and got.aoi.crs == "EPSG:4326"
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"item": None, "assets": ["red"]}, "ingest.stac.item is missing"),
+        ({"item": "item.json", "assets": None}, "ingest.stac.assets is missing"),
+        ({}, "source 'stac' needs ingest.stac.item and ingest.stac.assets"),
+    ],
+)
+def test_stac_source_names_the_missing_key(values: dict, fragment: str):
+    data = with_keys("ingest", "stac", **values)
+    data["ingest"]["source"] = "stac"
+    assert fragment in error_of(data)
+
+
+def test_labels_with_only_classes_still_need_a_raster_for_a_file_scene():
+    data = with_keys("ingest", "labels", classes={"bright": [8], "dark": [4]})
+    data["ingest"].update(source="file", path="scene.tif")
+    assert "ingest.labels needs a path or a url" in error_of(data)
+    data["ingest"]["labels"]["url"] = "https://example.org/scl.tif"
+    assert "ingest.labels.url needs ingest.labels.sha256" in error_of(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (with_keys("train", "onnx", pth="m.onnx"), "train.onnx.pth"),
+        (with_keys("train", "onnx", pth=None), "train.onnx.pth"),
+        (with_keys("train", "onnx", path="m.onnx", clases=["a", "b"]), "train.onnx.clases"),
+        (with_keys("ingest", "labels", asset_key="scl"), "ingest.labels.asset_key"),
+    ],
+)
+def test_unknown_nested_key_is_named_even_beside_a_missing_one(data: dict, key: str):
+    message = error_of(data)
+    assert f"unknown key {key!r}" in message
+    assert "path" in message and "classes" in message  # what was expected
+
+
+def test_unknown_aoi_key_is_named():
+    aoi = {"bbox": None, "crs": "EPSG:4326", "geojson": None, "bboxx": [0, 0, 1, 1]}
+    data = with_keys("ingest", "stac", item="item.json", assets=["red"], aoi=aoi)
+    data["ingest"]["source"] = "stac"
+    assert "unknown key 'ingest.stac.aoi.bboxx'" in error_of(data)
+
+
+def test_scene_items_take_partial_or_spelt_out_nested_sections():
+    stac = NESTED_DEFAULTS["ingest", "stac"]
+    ingest = parse_params(
+        {
+            "ingest": {
+                "scenes": [
+                    {"source": "stac", "stac": {**stac, "item": "a.json", "assets": ["red"]}},
+                    {"source": "stac", "stac": {"item": "b.json", "assets": ["red"]}},
+                    {"source": "synthetic", "labels": NESTED_DEFAULTS["ingest", "labels"]},
+                    {"source": "synthetic", "seed": 7, "stac": stac},
+                ]
+            }
+        }
+    ).ingest
+    a, b, c, d = ingest.scene_list()
+    assert a.stac is not None and b.stac is not None and a.stac.aoi is None
+    assert a.stac.model_dump() == {**b.stac.model_dump(), "item": "a.json"}
+    assert c.labels is None and d.stac is None

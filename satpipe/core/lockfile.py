@@ -68,15 +68,24 @@ class LockedStage:
         """The ``params.yaml`` section ``name`` the stage ran with.
 
         DVC records a section declared whole (``- train``) as a nested mapping and keys declared
-        one by one (``- train.fraction``) as dotted keys; both give ``{"fraction": ...}``.
+        one by one (``- train.fraction``) as dotted keys; both give ``{"fraction": ...}``. A
+        nested key declared to its leaf (``- train.onnx.path``) is put back in its mapping:
+        ``{"onnx": {"path": ...}}``, as ``params.yaml`` has it.
 
         Raises:
             LockfileError: the stage recorded no key of that section.
         """
         whole = self.params.get(name)
-        values = dict(whole) if isinstance(whole, dict) else {}
+        values: dict[str, Any] = dict(whole) if isinstance(whole, dict) else {}
         prefix = f"{name}."
-        values.update({k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)})
+        for key, value in self.params.items():
+            if not key.startswith(prefix):
+                continue
+            *parents, leaf = key[len(prefix) :].split(".")
+            target = values
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[leaf] = value
         if not values:
             raise LockfileError(
                 f"{self.source}: stage {self.name!r} recorded no params section {name!r}"
@@ -96,12 +105,12 @@ class Pin:
 
     @property
     def train_params(self) -> dict[str, Any]:
-        """The ``train`` section the model was trained with."""
+        """The ``train`` section the model was trained with, as ``params.yaml`` gave it."""
         return self.train.section("train")
 
     @property
     def tile_params(self) -> dict[str, Any]:
-        """The ``tile`` section the tiles were cut with."""
+        """The ``tile`` section the tiles were cut with, as ``params.yaml`` gave it."""
         return self.tile.section("tile")
 
 
