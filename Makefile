@@ -20,6 +20,7 @@ lint: install
 	ruff check .
 	ruff format --check .
 	lint-imports
+	mypy
 
 test: lint airflow
 	python -m pytest

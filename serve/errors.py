@@ -73,8 +73,8 @@ STATUS: dict[type[SatpipeError], int] = {
 }
 
 
-def status_for(exc: SatpipeError) -> int:
-    """The HTTP status :data:`STATUS` gives to ``exc``."""
+def status_for(exc: Exception) -> int:
+    """The HTTP status :data:`STATUS` gives to ``exc`` (500 for a class it does not list)."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -82,7 +82,7 @@ def status_for(exc: SatpipeError) -> int:
 
 
 async def _satpipe_error(request: Request, exc: Exception) -> Response:
-    status = status_for(exc)  # type: ignore[arg-type] - registered for SatpipeError only
+    status = status_for(exc)
     if status == 500:  # a known error class the table does not map: worth a log line
         log.error("%s %s: %s", request.method, request.url.path, exc)
     headers = {"WWW-Authenticate": "APIKey"} if status == 401 else None
@@ -90,16 +90,18 @@ async def _satpipe_error(request: Request, exc: Exception) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, StarletteHTTPException) and exc.status_code == 413:
+    if not isinstance(exc, StarletteHTTPException):  # installed for HTTPException only
+        raise exc
+    if exc.status_code == 413:
         limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
         detail = "request body too large" + (f": the limit is {limit} bytes" if limit else "")
         return JSONResponse({"detail": detail}, status_code=413)
-    if isinstance(exc, StarletteHTTPException) and exc.status_code == 400:
+    if exc.status_code == 400:
         # FastAPI's own 400s: a body it cannot parse at all (bytes that are not UTF-8 where
         # JSON is expected, broken multipart framing).
         reason = str(exc.detail).rstrip(".")
         return JSONResponse({"detail": f"invalid request: {reason}"}, status_code=400)
-    return await http_exception_handler(request, exc)  # type: ignore[arg-type]
+    return await http_exception_handler(request, exc)
 
 
 # At most this many field errors are named in one 422 detail.

@@ -254,7 +254,7 @@ class Service:
             self._lock_signature = signature
             self._take(pin, rev, assignment)
 
-    def _unreadable(self, signature: tuple[int, int, int] | None, reason: str) -> None:
+    def _unreadable(self, signature: tuple[object, ...] | None, reason: str) -> None:
         now = time.monotonic()
         if self._unreadable_since is None:
             self._unreadable_since = now
@@ -323,7 +323,8 @@ class Service:
         except SatpipeError as exc:
             # Name the tile as the client did, not by the server's absolute path.
             raise type(exc)(str(exc).replace(str(tile.path), tile.raw)) from exc
-        crs = loaded.scene_crs.get(entry.scene) if entry is not None else None
+        scene = entry.scene if entry is not None else None
+        crs = loaded.scene_crs.get(scene) if scene is not None else None
         return _result(pred, loaded, entry, tile.raw, crs)
 
     def infer_path(self, raw: str, loaded: LoadedModel) -> InferResult:

@@ -31,6 +31,8 @@ INDEX_SCHEMA = 3  # 3: tiles are members of per-scene packs (satpipe.tiles.packs
 class _Record:
     """JSON conversion shared by the records: one key per field, nested records converted."""
 
+    # Set on every subclass by @dataclass; declared so the checker knows records are dataclasses.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
     # field name -> record class, for fields holding a record or a tuple of records
     _nested: ClassVar[dict[str, type[_Record]]] = {}
     # fields left out of the JSON when they are None (absent in older documents)
@@ -39,7 +41,7 @@ class _Record:
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (tuples become lists)."""
         out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value is None and f.name in self._optional:
                 continue
@@ -57,7 +59,7 @@ class _Record:
         if not isinstance(data, Mapping):
             raise ModelError(f"{source}: expected a {cls.__name__} object, got {data!r:.80}")
         kwargs: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls):
             if f.name not in data:
                 if f.name in cls._optional or f.default is not dataclasses.MISSING:
                     continue
@@ -104,7 +106,7 @@ class TileWindow(_Record):
 class SceneInfo(_Record):
     """What identifies a scene and its grid: the part of its metadata every stage reads."""
 
-    id: str | None
+    id: str
     role: str
     sha256: str
     width: int
@@ -123,8 +125,8 @@ class SceneInfo(_Record):
 
     @property
     def nodata_value(self) -> float | None:
-        """The nodata value as a number (``"NaN"`` in JSON is NaN)."""
-        return float("nan") if self.nodata == "NaN" else self.nodata  # type: ignore[return-value]
+        """The nodata value as a number (JSON's ``"NaN"``, ``"Infinity"``, ``"-Infinity"``)."""
+        return float(self.nodata) if isinstance(self.nodata, str) else self.nodata
 
     def info(self) -> SceneInfo:
         """Only the :class:`SceneInfo` fields."""
@@ -229,6 +231,20 @@ class TileIndex(_Record):
     def roles(self) -> dict[str, str]:
         """Each scene's role, by scene id."""
         return {sid: scene.role for sid, scene in self.scenes.items()}
+
+    def role_of(self, tile: TileEntry) -> str:
+        """The role of ``tile``'s scene.
+
+        Raises:
+            ModelError: the tile names no scene of the index header.
+        """
+        scene = None if tile.scene is None else self.scenes.get(tile.scene)
+        if scene is None:
+            raise ModelError(
+                f"tile index: tile {tile.id!r} names scene {tile.scene!r}, which the header does "
+                f"not list; expected one of {', '.join(sorted(self.scenes))}"
+            )
+        return scene.role
 
     @classmethod
     def from_json(cls, data: Any, source: str = "tile index") -> Self:
@@ -355,3 +371,8 @@ def by_scene(items: Iterable[_T]) -> dict[str | None, list[_T]]:
     for item in items:
         groups.setdefault(item.scene, []).append(item)
     return groups
+
+
+def sorted_scene_ids(ids: Iterable[str | None]) -> list[str | None]:
+    """Scene ids in sorted order, None (tiles of no named scene) first."""
+    return sorted(ids, key=lambda sid: (sid is not None, sid or ""))

@@ -133,7 +133,8 @@ class Engine(AbstractContextManager):
             # A unique key named after the function (``run_job-...``) as Dask would name it.
             key = f"{funcname(fn)}-{uuid.uuid4().hex}"
             return self._client.submit(_Portable(fn), task, key=key)
-        return self._executor.submit(fn, task)  # type: ignore[union-attr]
+        assert self._executor is not None  # map() runs tasks inline when there is neither
+        return self._executor.submit(fn, task)
 
 
 @dataclass(frozen=True)

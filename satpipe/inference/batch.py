@@ -44,13 +44,13 @@ def inference_tiles(index: TileIndex, source: str) -> list[TileEntry]:
 
     Raises:
         InferenceError: there is none.
+        ModelError: a tile names a scene the index header does not list.
     """
-    roles = index.roles
-    tiles = [t for t in index.tiles if is_inference_tile(roles[t.scene])]
+    tiles = [t for t in index.tiles if is_inference_tile(index.role_of(t))]
     if not tiles:
         raise InferenceError(
             f"{source}: no tile to classify: no scene has the role 'infer' or 'both' "
-            f"(roles: {roles})"
+            f"(roles: {index.roles})"
         )
     return tiles
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -29,6 +29,12 @@ from satpipe.core.errors import ModelError
 DECIMALS = 6
 
 
+@overload
+def rounded(value: float) -> float: ...
+@overload
+def rounded(value: None) -> None: ...
+@overload
+def rounded(value: float | None) -> float | None: ...
 def rounded(value: float | None) -> float | None:
     """``value`` rounded to :data:`DECIMALS` decimals, or None."""
     return None if value is None else round(float(value), DECIMALS)
@@ -251,9 +257,11 @@ def fit_threshold(
     threshold = lo / 2 + hi / 2
     if not lo <= threshold < hi:
         threshold = lo
+    balanced = _balanced(int(tp[best]), n_pos, int(tn[best]), n_neg)
+    assert balanced is not None  # both classes are present (checked above): two recalls
     return ThresholdFit(
         threshold=threshold,
-        balanced_accuracy=rounded(_balanced(int(tp[best]), n_pos, int(tn[best]), n_neg)),
+        balanced_accuracy=rounded(balanced),
         accuracy=rounded(int(correct[best]) / x.size),
         tiles=int(x.size),
     )

@@ -50,7 +50,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from satpipe.core.classes import class_codes, code_of
-from satpipe.core.errors import TilingError
+from satpipe.core.errors import SceneError, TilingError
 from satpipe.core.files import write_bytes_atomic
 from satpipe.core.records import (
     PredictionSet,
@@ -289,6 +289,9 @@ def render_maps(
 
     Returns:
         Each scene's summary (see :func:`write_scene_maps`), by scene id.
+
+    Raises:
+        SceneError: a scene with predictions has no preview in the index, or a wrong one.
     """
     references = {tile.id: tile.reference for tile in index.tiles}
     grid = _Tiling(int(index.tiling["size"]), int(index.tiling["stride"]))
@@ -297,6 +300,11 @@ def render_maps(
     for sid, scene in index.scenes.items():
         if sid not in groups:
             continue
+        if scene.preview is None:  # ingest always writes one; a hand-made index may not
+            raise SceneError(
+                f"scene {sid!r}: the tile index records no preview raster; expected the "
+                "'preview' entry ingest writes (run ingest again)"
+            )
         preview = scenes_dir / scene.preview["file"]
         summaries[sid] = write_scene_maps(
             maps_dir,

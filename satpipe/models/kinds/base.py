@@ -75,8 +75,11 @@ class Kind(Protocol):
     """The kind's name in ``train.model`` and in model documents."""
     schema: ClassVar[int]
     """Version of the kind's own document (:meth:`to_dict`)."""
-    input: ClassVar[Literal["features", "pixels"]]
-    """What :meth:`predict` takes."""
+
+    @property
+    def input(self) -> Literal["features", "pixels"]:
+        """What :meth:`predict` takes (a class constant, or per instance as for ONNX graphs)."""
+        ...
 
     @property
     def feature_names(self) -> tuple[str, ...]:

@@ -212,7 +212,7 @@ class LogisticKind:
         z = standardise(x, self._mean, self._std)
         present = self._present
         scores = class_scores(
-            z, [self._weights[k] for k in present], [self._intercepts[k] for k in present]
+            z, [self._weights[k] for k in present], [b for b in self._intercepts if b is not None]
         )
         if not all(np.isfinite(s).all() for s in scores):
             raise ModelError(

@@ -59,8 +59,9 @@ def exact_sums(terms: np.ndarray) -> list[float]:
     """
     _, exps = np.frexp(np.max(np.abs(terms), axis=1, initial=0.0))
     ints = np.rint(np.ldexp(terms, (52 - exps)[:, None])).astype(np.int64)
-    high = np.sum(ints >> 26, axis=1, dtype=np.int64).tolist()
-    low = np.sum(ints & ((1 << 26) - 1), axis=1, dtype=np.int64).tolist()
+    # The method, not np.sum: numpy's stubs type np.sum(..., axis=1) as "scalar or array".
+    high: list[int] = (ints >> 26).sum(axis=1, dtype=np.int64).tolist()
+    low: list[int] = (ints & ((1 << 26) - 1)).sum(axis=1, dtype=np.int64).tolist()
     return [
         math.ldexp(float((h << 26) + lo), e - 52)
         for h, lo, e in zip(high, low, exps.tolist(), strict=True)
