@@ -73,7 +73,7 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
     count, size = WORKLOADS[key]
     py = sys.executable
     params = _params(workdir, count, size, ENGINES["local/1"])
-    run([py, "-m", "stages.ingest", "scenes", "scenes.json", "ingest.json"], workdir)
+    run([py, "-m", "stages.ingest", "scenes", "scenes.json", "ingest.json", "r.json"], workdir)
     floor = run(
         [
             py,
@@ -107,6 +107,7 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
                 "tiles",
                 "index.json",
                 "tile.json",
+                "tile_report.json",
                 "--params",
                 "../params.yaml",
             ],
@@ -122,6 +123,7 @@ def bench(key: str, workdir: Path) -> dict[str, float]:
                 "index.json",
                 "model.json",
                 "train.json",
+                "train_report.json",
                 "--params",
                 "../params.yaml",
             ],

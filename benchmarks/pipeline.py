@@ -119,7 +119,18 @@ def bench(size: int, workdir: Path) -> None:
     py = sys.executable
     compress = params["tile"]["compress"]
     stages = [
-        ("ingest", [py, "-m", "stages.ingest", "scenes", "scenes.json", "ingest.json"]),
+        (
+            "ingest",
+            [
+                py,
+                "-m",
+                "stages.ingest",
+                "scenes",
+                "scenes.json",
+                "ingest.json",
+                "reports/ingest.json",
+            ],
+        ),
         (
             "tile",
             [
@@ -131,9 +142,21 @@ def bench(size: int, workdir: Path) -> None:
                 "tiles",
                 "index.json",
                 "tile_metrics.json",
+                "reports/tile.json",
             ],
         ),
-        ("train", [py, "-m", "stages.train", "index.json", "model.json", "train_metrics.json"]),
+        (
+            "train",
+            [
+                py,
+                "-m",
+                "stages.train",
+                "index.json",
+                "model.json",
+                "train_metrics.json",
+                "reports/train.json",
+            ],
+        ),
         (
             "batch_infer",
             [
@@ -147,7 +170,18 @@ def bench(size: int, workdir: Path) -> None:
                 "predictions.geojson",
             ],
         ),
-        ("health", [py, "-m", "stages.health", "model.json", "predictions.json", "health.json"]),
+        (
+            "health",
+            [
+                py,
+                "-m",
+                "stages.health",
+                "model.json",
+                "predictions.json",
+                "health.json",
+                "reports/health.json",
+            ],
+        ),
         (
             "evaluate",
             [
@@ -158,6 +192,7 @@ def bench(size: int, workdir: Path) -> None:
                 "index.json",
                 "predictions.json",
                 "evaluate.json",
+                "reports/evaluate.json",
                 "plots",
             ],
         ),

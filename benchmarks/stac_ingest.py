@@ -63,7 +63,7 @@ def _ingest(work: Path, item: Path, aoi: list[float] | None) -> tuple[float, flo
     params["ingest"].update({"source": "stac", "stac": stac, "labels": None, "id": "bench"})
     work.mkdir(parents=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "stages.ingest", "scenes", "scenes.json", "ingest.json"]
+    cmd = [sys.executable, "-m", "stages.ingest", "scenes", "scenes.json", "ingest.json", "r.json"]
     seconds, tree, _ = measured_run(cmd, work)
     return seconds, tree
 

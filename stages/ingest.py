@@ -1,9 +1,10 @@
 """Stage ingest: acquire the scenes, validate them, write each with its metadata.
 
-Usage: ``python -m stages.ingest <scenes_dir> <manifest.json> <metrics.json>``; reads ``ingest``
-(and ``engine``, which is not a DVC param). Each scene becomes ``<scenes_dir>/<id>.tif`` and
-``<id>.json``; the manifest lists them in order. The directory appears only when every scene is
-written.
+Usage: ``python -m stages.ingest <scenes_dir> <manifest.json> <metrics.json> <report.json>``;
+reads ``ingest`` (and ``engine``, which is not a DVC param). Each scene becomes
+``<scenes_dir>/<id>.tif`` and ``<id>.json``; the manifest lists them in order. The directory
+appears only when every scene is written. The metrics count the scenes ingested and skipped; the
+report also names each skipped scene with its reason.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from satpipe.core.files import atomic_dir, write_json
 from satpipe.core.params import load_params
 from satpipe.core.records import manifest_json
-from satpipe.scenes.ingest import ingest_scenes
+from satpipe.scenes.ingest import ingest_metrics, ingest_scenes
 from stages import _cli, _engine
 
 
@@ -23,14 +24,16 @@ def main(args: argparse.Namespace) -> None:
     """Ingest the scenes described by ``params.ingest``."""
     params = load_params(args.params)
     with atomic_dir(args.scenes_dir) as tmp, _engine.engine(params.engine) as engine:
-        scenes, metrics = ingest_scenes(params.ingest, tmp, Path(args.params).parent, engine)
+        scenes, report = ingest_scenes(params.ingest, tmp, Path(args.params).parent, engine)
     write_json(args.manifest, manifest_json(scenes))
-    write_json(args.metrics, metrics)
+    write_json(args.report, report)
+    write_json(args.metrics, ingest_metrics(report))
 
 
 if __name__ == "__main__":
     p = _cli.parser("ingest", __doc__)
     p.add_argument("scenes_dir", help="output directory of scene GeoTIFFs and metadata")
     p.add_argument("manifest", help="output JSON listing the scenes")
-    p.add_argument("metrics", help="output ingest metrics JSON")
+    p.add_argument("metrics", help="output ingest metrics JSON (a DVC metrics file)")
+    p.add_argument("report", help="output ingest report JSON (skipped scenes with reasons)")
     sys.exit(_cli.run("ingest", main, p.parse_args()))

@@ -1,9 +1,11 @@
 """Stage tile: cut every scene into georeferenced tiles and write the tile index.
 
 Usage: ``python -m stages.tile <scenes_dir> <manifest.json> <tiles_dir> <tile_index.json>
-<metrics.json>``; reads ``tile`` and ``features`` (and ``engine``, not a DVC param). Tiles of
-scene ``<id>`` are the members ``<id>/r..._c....tif`` of the pack ``<tiles_dir>/<id>.zip`` (see
-:mod:`satpipe.tiles.packs`); the directory appears only when all are written.
+<metrics.json> <report.json>``; reads ``tile`` and ``features`` (and ``engine``, not a DVC
+param). Tiles of scene ``<id>`` are the members ``<id>/r..._c....tif`` of the pack
+``<tiles_dir>/<id>.zip`` (see :mod:`satpipe.tiles.packs`); the directory appears only when all
+are written. The metrics count the tiles written; the report adds those with and without a
+reference, the skips by reason, the tile size and stride, and the same per scene.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from satpipe.core import logs
 from satpipe.core.files import atomic_dir, write_json
 from satpipe.core.params import load_params
 from satpipe.core.records import read_manifest
-from satpipe.tiles.tiling import tile_scenes
+from satpipe.tiles.run import tile_metrics, tile_scenes
 from stages import _cli, _engine
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ def main(args: argparse.Namespace) -> None:
     scenes = read_manifest(args.manifest)
     start = time.perf_counter()
     with atomic_dir(args.tiles_dir) as tmp, _engine.engine(params.engine) as engine:
-        index, metrics = tile_scenes(
+        index, report = tile_scenes(
             scenes,
             Path(args.scenes_dir),
             tmp,
@@ -40,15 +42,16 @@ def main(args: argparse.Namespace) -> None:
             logs.show_progress(),
         )
     write_json(args.index, index.to_json())
-    write_json(args.metrics, metrics)
+    write_json(args.report, report)
+    write_json(args.metrics, tile_metrics(report))
     elapsed = time.perf_counter() - start
     log.info(
         "wrote %d tiles from %d scenes (skipped %s) in %.2fs (%.0f tiles/s)",
-        metrics["tiles_written"],
+        report["tiles_written"],
         len(scenes),
-        metrics["tiles_skipped"],
+        report["tiles_skipped"],
         elapsed,
-        metrics["tiles_written"] / elapsed if elapsed else 0.0,
+        report["tiles_written"] / elapsed if elapsed else 0.0,
     )
 
 
@@ -59,7 +62,8 @@ if __name__ == "__main__":
         ("manifest", "scenes JSON (from ingest)"),
         ("tiles_dir", "output directory of tile packs (one ZIP of GeoTIFFs per scene)"),
         ("index", "output tile index JSON"),
-        ("metrics", "output metrics JSON"),
+        ("metrics", "output tile metrics JSON (a DVC metrics file)"),
+        ("report", "output tiling report JSON (skips by reason, per scene)"),
     ]:
         p.add_argument(name, help=text)
     sys.exit(_cli.run("tile", main, p.parse_args()))

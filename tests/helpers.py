@@ -82,15 +82,25 @@ def stage(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.
 
 # Every stage after check_params, with the paths a test directory uses (relative to it).
 STAGES: list[tuple[str, list[str]]] = [
-    ("ingest", ["scenes", "scenes.json", "ingest.json"]),
-    ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json"]),
-    ("train", ["index.json", "model.json", "train.json"]),
+    ("ingest", ["scenes", "scenes.json", "ingest.json", "reports/ingest.json"]),
+    ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json", "reports/tile.json"]),
+    ("train", ["index.json", "model.json", "train.json", "reports/train.json"]),
     (
         "batch_infer",
         ["model.json", "index.json", "tiles", "predictions.json", "predictions.geojson"],
     ),
-    ("health", ["model.json", "predictions.json", "health.json"]),
-    ("evaluate", ["model.json", "index.json", "predictions.json", "evaluate.json", "plots"]),
+    ("health", ["model.json", "predictions.json", "health.json", "reports/health.json"]),
+    (
+        "evaluate",
+        [
+            "model.json",
+            "index.json",
+            "predictions.json",
+            "evaluate.json",
+            "reports/evaluate.json",
+            "plots",
+        ],
+    ),
     (
         "maps",
         ["scenes", "index.json", "predictions.json", "model.json", "maps", "quicklook"],

@@ -180,7 +180,11 @@ def test_dag_run_reproduces_the_pipeline_on_a_fresh_clone(
     assert set(report["tasks"].values()) == {"success"}, report["tasks"]
     for name in ("ingest", "tile", "train", "batch_infer", "maps"):
         assert f"Running stage '{name}'" in logs
-    diff = run(["git", "diff", "--exit-code", "--stat", "dvc.lock", "data/metrics"], clone, False)
+    diff = run(
+        ["git", "diff", "--exit-code", "--stat", "dvc.lock", "data/metrics", "data/reports"],
+        clone,
+        False,
+    )
     assert diff.returncode == 0, f"the DAG run changed committed files:\n{diff.stdout}"
     assert "up to date" in run(["dvc", "status"], clone).stdout
     assert "in sync" in run(["dvc", "status", "--cloud"], clone).stdout

@@ -28,9 +28,9 @@ def workdir(make_raster, tmp_path: Path) -> Path:
     params["tile"]["size"] = 32
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for name, args in [
-        ("ingest", ["scenes", "scenes.json", "ingest_metrics.json"]),
-        ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile_metrics.json"]),
-        ("train", ["index.json", "model.json", "train_metrics.json"]),
+        ("ingest", ["scenes", "scenes.json", "ingest_metrics.json", "ingest_report.json"]),
+        ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile_metrics.json", "t.json"]),
+        ("train", ["index.json", "model.json", "train_metrics.json", "train_report.json"]),
     ]:
         result = stage(name, *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
@@ -121,7 +121,7 @@ def test_too_many_failures_fail_the_stage_cleanly(workdir: Path) -> None:
 
 def test_health_report_on_held_out_tiles(workdir: Path) -> None:
     assert _infer(workdir).returncode == 0
-    result = stage("health", "model.json", "predictions.json", "health.json", cwd=workdir)
+    result = stage("health", "model.json", "predictions.json", "m.json", "health.json", cwd=workdir)
     assert result.returncode == 0, result.stderr
     health = read_json(workdir / "health.json")
     model = read_json(workdir / "model.json")
@@ -130,3 +130,5 @@ def test_health_report_on_held_out_tiles(workdir: Path) -> None:
     assert health["figures"]["tiles_compared"] == model["training"]["tiles_held_out"]
     assert health["thresholds"]["psi_critical"] == 0.25
     assert health["recommendations"]
+    # The metrics file (m.json) is the report's headline: the status, no threshold (a param).
+    assert read_json(workdir / "m.json") == {"health": health["status"]}

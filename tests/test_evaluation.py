@@ -14,6 +14,7 @@ from satpipe.evaluation.evaluate import (
     EvaluationResult,
     curve_thresholds,
     evaluate_run,
+    evaluation_metrics,
     histogram_rows,
 )
 from satpipe.models.scores import (
@@ -382,7 +383,7 @@ def _run(**changes: object) -> EvaluationResult:
 
 def test_run_excludes_training_tiles_and_counts_unlabelled_ones() -> None:
     result = _run()
-    metrics = result.metrics
+    metrics = result.report
     assert metrics["evaluated"] is True
     assert metrics["reason"] is None
     assert metrics["counts"] == {
@@ -415,7 +416,7 @@ def test_run_excludes_training_tiles_and_counts_unlabelled_ones() -> None:
 
 
 def test_run_scenes_add_up_to_overall() -> None:
-    metrics = _run().metrics
+    metrics = _run().report
     scenes = metrics["scenes"]
     assert list(scenes) == ["a", "b"]  # c has no prediction
     assert scenes["a"]["confusion"]["matrix"] == [[1, 1], [0, 1]]
@@ -439,8 +440,8 @@ def test_run_plots() -> None:
     assert curve[0]["threshold"] == 0.0 and curve[-1]["threshold"] == 200.0
     assert len(curve) == 101
     [at_model] = [r for r in curve if r["threshold"] == THRESHOLD]
-    assert at_model["balanced_accuracy"] == result.metrics["overall"]["balanced_accuracy"]
-    assert at_model["accuracy"] == result.metrics["overall"]["accuracy"]
+    assert at_model["balanced_accuracy"] == result.report["overall"]["balanced_accuracy"]
+    assert at_model["accuracy"] == result.report["overall"]["accuracy"]
     # Held-out values (training tiles 40 and 170 left out): 80, 160, 120, 60, 90, 250, 30, 130
     # -> bins [0, 50) 1, [50, 100) 3, [100, 150) 2, [150, 200] 2 (250 clipped into the last).
     assert result.histogram_rows == [
@@ -452,7 +453,7 @@ def test_run_plots() -> None:
     assert _run(threshold=None).curve_rows == []
     three = _run(classes=("dark", "bright", "cloud"))
     assert three.curve_rows == []
-    assert three.metrics["overall"]["per_class"]["cloud"]["recall"] is None
+    assert three.report["overall"]["per_class"]["cloud"]["recall"] is None
 
 
 def test_run_with_unknown_prediction_id_is_refused() -> None:
@@ -463,7 +464,7 @@ def test_run_with_unknown_prediction_id_is_refused() -> None:
 
 def test_run_without_any_reference_is_not_evaluated() -> None:
     result = _run(tiles=_index(with_reference=False))
-    metrics = result.metrics
+    metrics = result.report
     assert metrics["evaluated"] is False
     assert "no held-out tile has a reference label" in metrics["reason"]
     assert "\n" not in metrics["reason"]
@@ -488,9 +489,36 @@ def test_run_where_every_tile_trained_the_model() -> None:
     def held_out(tile: TileEntry) -> bool:
         return not is_training_tile(tile.id, roles[tile.scene], 0, 0.5)
 
-    metrics = _run(held_out=held_out).metrics
+    metrics = _run(held_out=held_out).report
     assert metrics["evaluated"] is False
     assert metrics["counts"]["tiles_used_for_training"] == 10
     assert metrics["counts"]["tiles_held_out"] == 0
     assert "every predicted tile trained the model" in metrics["reason"]
     assert metrics["overall"]["accuracy"] is None
+
+
+def test_metrics_are_the_reports_headline_figures() -> None:
+    report = _run().report
+    overall = report["overall"]
+    metrics = evaluation_metrics(report)
+    assert metrics == {
+        "accuracy": overall["accuracy"],
+        "bal_acc": overall["balanced_accuracy"],
+        "f1_dark": overall["per_class"]["dark"]["f1"],
+        "f1_bright": overall["per_class"]["bright"]["f1"],
+        "eval_tiles": overall["tiles"],
+    }
+    assert metrics["eval_tiles"] == 6 and metrics["accuracy"] == 0.666667
+    # flat: one dvc exp show column each; counts, per-scene scores and matrices stay in the report
+    assert all(v is None or type(v) in (int, float) for v in metrics.values())
+
+
+def test_metrics_of_a_run_not_evaluated_are_null_not_zero() -> None:
+    metrics = evaluation_metrics(_run(tiles=_index(with_reference=False)).report)
+    assert metrics == {
+        "accuracy": None,
+        "bal_acc": None,
+        "f1_dark": None,
+        "f1_bright": None,
+        "eval_tiles": 0,
+    }

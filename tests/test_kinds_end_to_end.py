@@ -121,8 +121,12 @@ def test_logistic_trains_serves_and_is_ranked(repo: Path, client_of: Any) -> Non
     _api_equals_batch(client_of(repo), batch, "logistic")
     record = batch["predictions"][0]
     assert "band_1_std" in record["features"] and 0.0 < record["score"] <= 1.0
-    evaluation = json.loads((repo / "data/metrics/evaluate.json").read_text())
+    evaluation = json.loads((repo / "data/reports/evaluate.json").read_text())
     assert evaluation["evaluated"] and evaluation["overall"]["balanced_accuracy"] is not None
+    assert (
+        json.loads((repo / "data/metrics/evaluate.json").read_text())["bal_acc"]
+        == (evaluation["overall"]["balanced_accuracy"])
+    )
     assert json.loads((repo / "data/plots/threshold_curve.json").read_text()) == []
 
 

@@ -371,7 +371,9 @@ def test_ingest_stage_prints_one_line_for_bad_labels(repo_root: Path, tmp_path: 
         "ingest:\n  source: file\n  path: scene.tif\n"
         "  labels: {path: labels.tif, classes: {bright: [8], dark: [4]}}\n"
     )
-    done = stage("ingest", "data/scenes", "data/scenes.json", "data/m.json", cwd=tmp_path)
+    done = stage(
+        "ingest", "data/scenes", "data/scenes.json", "data/m.json", "data/r.json", cwd=tmp_path
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("error: scene 'scene': label raster labels.tif: pixel type float32")
@@ -432,17 +434,25 @@ def test_pipeline_without_any_reference_evaluates_nothing_and_says_so(tmp_path: 
         "ingest: {source: file, path: scene.tif}\ntile: {size: 32}\n"
     )
     steps = [
-        ("ingest", "scenes", "scenes.json", "ingest.json"),
-        ("tile", "scenes", "scenes.json", "tiles", "index.json", "tile.json"),
-        ("train", "index.json", "model.json", "train.json"),
+        ("ingest", "scenes", "scenes.json", "ingest.json", "reports/ingest.json"),
+        ("tile", "scenes", "scenes.json", "tiles", "index.json", "tile.json", "reports/tile.json"),
+        ("train", "index.json", "model.json", "train.json", "reports/train.json"),
         ("batch_infer", "model.json", "index.json", "tiles", "pred.json", "pred.geojson"),
-        ("evaluate", "model.json", "index.json", "pred.json", "evaluate.json", "plots"),
+        (
+            "evaluate",
+            "model.json",
+            "index.json",
+            "pred.json",
+            "evaluate.json",
+            "reports/evaluate.json",
+            "plots",
+        ),
         ("maps", "scenes", "index.json", "pred.json", "model.json", "maps", "quicklook"),
     ]
     for name, *args in steps:
         done = stage(name, *args, cwd=tmp_path)
         assert done.returncode == 0, f"{name}: {done.stderr}"
-    ev = json.loads((tmp_path / "evaluate.json").read_text())
+    ev = json.loads((tmp_path / "reports/evaluate.json").read_text())
     assert ev["evaluated"] is False
     assert ev["reason"].startswith("no held-out tile has a reference label")
     assert ev["overall"]["accuracy"] is None and ev["overall"]["balanced_accuracy"] is None
@@ -450,12 +460,21 @@ def test_pipeline_without_any_reference_evaluates_nothing_and_says_so(tmp_path: 
     assert json.loads((tmp_path / "plots/confusion.json").read_text()) == []
     assert json.loads((tmp_path / "plots/threshold_curve.json").read_text()) == []
     assert (tmp_path / "quicklook/scene.png").is_file()
-    train_metrics = json.loads((tmp_path / "train.json").read_text())
+    train_metrics = json.loads((tmp_path / "reports/train.json").read_text())
     assert train_metrics["training_set"] == {
         "labelled_tiles": 0,
         "accuracy": None,
         "balanced_accuracy": None,
     }
+    # The headline files keep every column, undefined scores as null (shown as `-`), never 0.
+    assert json.loads((tmp_path / "evaluate.json").read_text()) == {
+        "accuracy": None,
+        "bal_acc": None,
+        "f1_dark": None,
+        "f1_bright": None,
+        "eval_tiles": 0,
+    }
+    assert json.loads((tmp_path / "train.json").read_text()) == {"train_bal_acc": None}
 
 
 def test_labels_and_a_model_with_their_own_class_names_train_and_evaluate():
@@ -477,8 +496,8 @@ def test_labels_and_a_model_with_their_own_class_names_train_and_evaluate():
     result = evaluate_run(
         index.tiles, predictions, model.classes, lambda tile: True, None, model.reference
     )
-    assert result.metrics["overall"]["accuracy"] == 1.0
-    assert set(result.metrics["overall"]["per_class"]) == set(names)
+    assert result.report["overall"]["accuracy"] == 1.0
+    assert set(result.report["overall"]["per_class"]) == set(names)
 
 
 def test_labels_the_model_cannot_name_fail_training_and_evaluation_in_one_line():

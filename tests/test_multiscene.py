@@ -13,6 +13,7 @@ from rasterio.transform import from_origin
 
 from satpipe.core.files import read_json
 from satpipe.tiles.index import in_training_subset
+from tests.headlines import check_headlines
 from tests.helpers import REPO, STAGES, indexed_tile, run_stages, stage
 
 
@@ -89,7 +90,7 @@ def test_each_scene_is_written_under_its_id(pipeline: Path) -> None:
         for ext in ("tif", "json", "preview.tif", "labels.tif")
         if (sid, ext) != ("bright", "labels.tif")  # a file scene without labels
     )
-    assert read_json(pipeline / "ingest.json") == {
+    assert read_json(pipeline / "reports/ingest.json") == {
         "scenes_ingested": 3,
         "scenes_skipped": 0,
         "skipped": [],
@@ -141,7 +142,7 @@ def test_footprints_use_each_scenes_crs(pipeline: Path) -> None:
 
 
 def test_health_flags_the_drifting_scene(pipeline: Path) -> None:
-    health = read_json(pipeline / "health.json")
+    health = read_json(pipeline / "reports/health.json")
     assert set(health["scenes"]) == {"synthetic-2", "bright"}
     assert health["scenes"]["bright"]["status"] == "critical"
     assert health["scenes"]["bright"]["figures"]["mean_shift_std"] > 2.0
@@ -151,6 +152,14 @@ def test_health_flags_the_drifting_scene(pipeline: Path) -> None:
     assert health["figures"]["tiles_compared"] == sum(
         s["figures"]["tiles_compared"] for s in health["scenes"].values()
     )
+
+
+def test_metrics_files_are_the_reports_headlines(pipeline: Path) -> None:
+    """Per-scene detail lives in the reports; the metrics files stay a few flat figures."""
+    figures = check_headlines(
+        lambda name: pipeline / f"{name}.json", lambda name: pipeline / f"reports/{name}.json"
+    )
+    assert figures == 10
 
 
 def test_invalid_scene_fails_naming_it_or_is_skipped(tmp_path: Path, bright_scene: Path) -> None:
@@ -168,10 +177,12 @@ def test_invalid_scene_fails_naming_it_or_is_skipped(tmp_path: Path, bright_scen
     _params(tmp_path, {"scenes": scenes, "skip_invalid": True})
     result = _stage("ingest", STAGES[0][1], tmp_path)
     assert result.returncode == 0, result.stderr
-    metrics = read_json(tmp_path / "ingest.json")
+    metrics = read_json(tmp_path / "reports/ingest.json")
     assert metrics["scenes_ingested"] == 1 and metrics["scenes_skipped"] == 1
     assert metrics["skipped"][0]["id"] == "junk"
     assert "NotGeoTIFFError" in metrics["skipped"][0]["reason"]
+    # the metrics file counts them; the reasons (a list) are the report's alone
+    assert read_json(tmp_path / "ingest.json") == {"scenes_ingested": 1, "scenes_skipped": 1}
     assert [s["id"] for s in read_json(tmp_path / "scenes.json")["scenes"]] == ["synthetic-3"]
 
 
@@ -189,7 +200,7 @@ def test_duplicate_ids_and_no_inference_scene_are_clear_errors(tmp_path: Path) -
 
 
 def test_evaluation_and_maps_per_scene(pipeline: Path) -> None:
-    ev = read_json(pipeline / "evaluate.json")
+    ev = read_json(pipeline / "reports/evaluate.json")
     scenes = ev["scenes"]
     # synthetic-1 trains (no inference), synthetic-2 is split, bright is unlabelled inference.
     assert set(scenes) == {"synthetic-2", "bright"}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import clone_working_tree, run
+from tests.headlines import HEADLINES, check_headlines
+from tests.helpers import clone_working_tree, run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +42,9 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_fresh_clone_reproduces_dvc_lock(clone: Path) -> None:
     result = run(
-        ["git", "diff", "--exit-code", "--stat", "dvc.lock", "data/metrics"], cwd=clone, check=False
+        ["git", "diff", "--exit-code", "--stat", "dvc.lock", "data/metrics", "data/reports"],
+        cwd=clone,
+        check=False,
     )
     assert result.returncode == 0, f"dvc repro changed committed files:\n{result.stdout}"
     status = run(["dvc", "status"], cwd=clone)
@@ -49,14 +56,26 @@ def test_lock_pins_the_evaluation_and_the_maps(clone: Path) -> None:
     outs = {o["path"] for name in ("evaluate", "maps") for o in lock[name]["outs"]}
     assert outs == {
         "data/metrics/evaluate.json",
+        "data/reports/evaluate.json",
         "data/plots/confusion.json",
         "data/plots/threshold_curve.json",
         "data/plots/feature_histogram.json",
         "data/maps",
         "data/quicklook",
     }
-    evaluation = yaml.safe_load((clone / "data/metrics/evaluate.json").read_text())
+    evaluation = yaml.safe_load((clone / "data/reports/evaluate.json").read_text())
     assert evaluation["evaluated"] is True and evaluation["overall"]["tiles"] > 0
+
+
+def test_metrics_files_hold_only_the_headline_figures(clone: Path) -> None:
+    figures = check_headlines(
+        lambda name: clone / f"data/metrics/{name}.json",
+        lambda name: clone / f"data/reports/{name}.json",
+    )
+    assert figures == 10  # every dvc exp show column the pipeline adds
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd=clone).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert sorted(files) == sorted(f"data/metrics/{name}.json" for name in HEADLINES)
 
 
 def test_plots_render_every_plot(clone: Path, tmp_path: Path) -> None:
@@ -101,17 +120,17 @@ def test_param_typo_fails_with_the_key_named(clone: Path) -> None:
 
 
 def test_experiment_changes_tile_count_without_reingesting(clone: Path) -> None:
-    before = yaml.safe_load((clone / "data/metrics/tile.json").read_text())["tiles_written"]
+    before = yaml.safe_load((clone / "data/metrics/tile.json").read_text())["tiles"]
     result = run(["dvc", "exp", "run", "-S", "tile.size=512", "--name", "t512"], cwd=clone)
     assert "Running stage 'ingest'" not in result.stdout
     assert "Running stage 'tile'" in result.stdout
-    after = yaml.safe_load((clone / "data/metrics/tile.json").read_text())["tiles_written"]
+    after = yaml.safe_load((clone / "data/metrics/tile.json").read_text())["tiles"]
     assert before > after > 0
     show = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=clone).stdout
     assert "t512" in show
     diff = run(["dvc", "metrics", "diff", "HEAD"], cwd=clone).stdout
-    assert "tiles_written" in diff
-    assert "overall.balanced_accuracy" in diff
+    assert re.search(r"^data/metrics/tile\.json\s+tiles\s", diff, re.MULTILINE)
+    assert re.search(r"^data/metrics/evaluate\.json\s+bal_acc\s", diff, re.MULTILINE)
 
 
 def test_queued_experiments_run(clone: Path) -> None:
@@ -132,3 +151,21 @@ def test_queued_experiments_run(clone: Path) -> None:
     assert status.count("Success") >= 2, status
     show = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=clone).stdout
     assert "q128" in show and "q384" in show
+
+
+def test_exp_show_fits_a_200_column_terminal(clone: Path) -> None:
+    """After the experiments above, every changed metric and param shows in full, no `…`.
+
+    The README's command: queued experiments add the queue's State and Executor columns.
+    """
+    show = ["dvc", "exp", "show", "--only-changed", "--drop", "State|Executor", "--no-pager"]
+    rows = list(csv.reader(io.StringIO(run([*show, "--csv"], cwd=clone).stdout)))
+    headline = {key for name in HEADLINES for key in HEADLINES[name][1]} | {"f1_dark", "f1_bright"}
+    changed = [c for c in rows[0] if c in headline or c.startswith("tile.")]
+    assert {"tiles", "eval_tiles", "bal_acc", "tile.size"} <= set(changed), changed
+    table = subprocess.run(
+        show, cwd=clone, env={**tool_env(), "COLUMNS": "200"}, capture_output=True, text=True
+    ).stdout
+    header = f" {table.splitlines()[1]} "
+    for column in changed:
+        assert f" {column} " in header, f"{column} truncated in:\n{table}"

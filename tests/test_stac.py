@@ -542,7 +542,7 @@ def test_stac_scene_through_every_stage(served: RangeServer, tmp_path: Path) -> 
     index = read_json(tmp_path / "index.json")
     assert index["tile_count"] == 36
     assert sum(t["reference"] is not None for t in index["tiles"]) == 36
-    evaluation = read_json(tmp_path / "evaluate.json")
+    evaluation = read_json(tmp_path / "reports/evaluate.json")
     assert evaluation["evaluated"] is True and evaluation["counts"]["tiles_with_reference"] > 0
 
 
@@ -550,7 +550,9 @@ def test_stage_reports_a_bad_item_in_one_line(tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["ingest"].update({"source": "stac", "stac": {"item": "missing.json", "assets": ["B04"]}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = stage("ingest", "scenes", "scenes.json", "ingest.json", cwd=tmp_path)
+    done = stage(
+        "ingest", "scenes", "scenes.json", "ingest.json", "ingest_report.json", cwd=tmp_path
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "STAC item missing.json: file not found" in lines[0], done.stderr

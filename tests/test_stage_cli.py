@@ -18,8 +18,15 @@ import pytest
 from tests.helpers import indexed_tile
 from tests.helpers import stage as run_stage
 
-INGEST_OUTPUTS = ["data/scenes", "data/scenes.json", "data/ingest.json"]
-TILE_OUTPUTS = ["data/scenes", "data/scenes.json", "data/tiles", "data/index.json", "m.json"]
+INGEST_OUTPUTS = ["data/scenes", "data/scenes.json", "data/ingest.json", "data/r.json"]
+TILE_OUTPUTS = [
+    "data/scenes",
+    "data/scenes.json",
+    "data/tiles",
+    "data/index.json",
+    "m.json",
+    "r.json",
+]
 
 
 def stage(repo_root: Path, cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess:
@@ -173,7 +180,7 @@ def test_ingest_and_tile_stages_on_a_nan_nodata_scene(repo_root: Path, tmp_path:
     result = stage(repo_root, tmp_path, "tile", *TILE_OUTPUTS)
     assert result.returncode == 0, result.stderr
     index = json.loads((tmp_path / "data/index.json").read_text())
-    metrics = json.loads((tmp_path / "m.json").read_text())
+    metrics = json.loads((tmp_path / "r.json").read_text())  # the report
     assert index["tile_count"] == len(index["tiles"]) == metrics["tiles_written"] > 0
     scene = index["scenes"]["cog_with_nan"]
     assert scene["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()

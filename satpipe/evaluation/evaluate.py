@@ -8,9 +8,12 @@ for a threshold the positive class is the *last* one (a feature above the thresh
 ``classes[-1]``, otherwise ``classes[0]``).
 
 The scores are :mod:`satpipe.models.scores`' (the rules that keep them from inventing a number
-are there); every float is rounded to 6 decimals, so the documents are byte-stable JSON. The
-functions here are pure (numpy only) except :func:`evaluate_predictions`, which takes a loaded
-model, tile index and predictions document; stages read and write the files.
+are there); every float is rounded to 6 decimals, so the documents are byte-stable JSON. A run
+gives two documents: the *report* (every count and score, overall and per scene, with confusion
+matrices) and its *metrics* (:func:`evaluation_metrics`: the few figures experiments are ranked
+by, read from the report, flat so that each is one ``dvc exp show`` column). The functions here
+are pure (numpy only) except :func:`evaluate_predictions`, which takes a loaded model, tile index
+and predictions document; stages read and write the files.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from satpipe.core.errors import ModelError
-from satpipe.core.records import PredictionSet, TileEntry, TileIndex, TilePrediction
+from satpipe.core.records import (
+    PredictionSet,
+    TileEntry,
+    TileIndex,
+    TilePrediction,
+    sorted_scene_ids,
+)
 from satpipe.models.scores import (
     DECIMALS,
     check_classes,
@@ -123,12 +132,34 @@ def histogram_rows(
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """What :func:`evaluate_run` produces: a metrics document and the rows of three plots."""
+    """What :func:`evaluate_run` produces: the report and the rows of three plots."""
 
-    metrics: dict[str, Any]
+    report: dict[str, Any]
     confusion_rows: list[dict[str, Any]]
     curve_rows: list[dict[str, Any]]
     histogram_rows: list[dict[str, Any]]
+
+
+def evaluation_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an evaluation report: the evaluate stage's DVC metrics file.
+
+    Read from the report's ``overall`` scores, so the two documents cannot disagree:
+    ``accuracy``, ``bal_acc`` (balanced accuracy), ``f1_<class>`` for each of the model's
+    classes and ``eval_tiles`` (the tiles scored). A score the report leaves undefined stays
+    ``None``. Names are short because ``dvc exp show`` gives each figure a column. Counts per kind
+    of tile, precision, recall, support, confusion matrices and per-scene scores stay in the
+    report.
+
+    Args:
+        report: the report of :func:`evaluate_run`.
+    """
+    overall = report["overall"]
+    return {
+        "accuracy": overall["accuracy"],
+        "bal_acc": overall["balanced_accuracy"],
+        **{f"f1_{name}": scores["f1"] for name, scores in overall["per_class"].items()},
+        "eval_tiles": overall["tiles"],
+    }
 
 
 def _feature_value(record: TilePrediction, feature: str) -> float:
@@ -165,8 +196,8 @@ def evaluate_run(
 
     Each predicted tile is looked up in the tile index. Tiles that trained the model are
     excluded (counted as ``tiles_used_for_training``); of the held-out ones, those with a
-    reference are evaluated and the others counted as ``tiles_without_reference``. The metrics
-    document is ``{"evaluated", "reason", "counts", "overall", "scenes"}``: ``overall`` is
+    reference are evaluated and the others counted as ``tiles_without_reference``. The report
+    is ``{"evaluated", "reason", "counts", "overall", "scenes"}``: ``overall`` is
     :func:`classification_scores` on the evaluated tiles and ``scenes`` the same for each scene
     that has predictions (sorted ids), with its own ``counts``. With no evaluated tile,
     ``evaluated`` is False, ``reason`` says why in one line and every score is ``None``.
@@ -196,7 +227,7 @@ def evaluate_run(
         raise ModelError("model reference has no histogram; expected {'edges', 'counts'}")
     by_id = {tile.id: tile for tile in tiles}
     seen: set[str] = set()
-    counts: dict[str, dict[str, int]] = {}
+    counts: dict[str | None, dict[str, int]] = {}
     evaluated: list[tuple[TilePrediction, str]] = []
     held_values: list[float] = []
     for record in predictions:
@@ -237,15 +268,15 @@ def evaluate_run(
     total = {key: sum(c[key] for c in counts.values()) for key in COUNT_KEYS}
     actual = [ref for _, ref in evaluated]
     predicted = [rec.prediction for rec, _ in evaluated]
-    by_scene: dict[str, tuple[list[str], list[str]]] = {sid: ([], []) for sid in counts}
+    by_scene: dict[str | None, tuple[list[str], list[str]]] = {sid: ([], []) for sid in counts}
     for rec, ref in evaluated:
         by_scene[rec.scene][0].append(ref)
         by_scene[rec.scene][1].append(rec.prediction)
     scenes = {
         sid: {"counts": counts[sid], **classification_scores(*by_scene[sid], names)}
-        for sid in sorted(counts)
+        for sid in sorted_scene_ids(counts)
     }
-    metrics = {
+    report = {
         "evaluated": bool(evaluated),
         "reason": None if evaluated else _not_evaluated_reason(total),
         "counts": total,
@@ -269,7 +300,7 @@ def evaluate_run(
         points = sorted([*grid, float(threshold)])
         curve_rows = threshold_curve(values, positive, points)
     hist = histogram_rows(reference["histogram"], np.array(held_values), feature)
-    return EvaluationResult(metrics, confusion_rows, curve_rows, hist)
+    return EvaluationResult(report, confusion_rows, curve_rows, hist)
 
 
 def evaluate_predictions(

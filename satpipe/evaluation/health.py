@@ -5,6 +5,10 @@ The tiles compared are those not used for training when inference ran on the tra
 tile. For each, the model's monitored feature is compared with the reference distribution stored
 in the model (:mod:`satpipe.evaluation.drift`), with the failure rate and the shift in class shares;
 the worst check sets the status, overall and for each scene.
+
+The report (:func:`health_document`) holds every figure, check and threshold, overall and per
+scene, with recommendations; its metrics (:func:`health_metrics`) are the status alone, read from
+it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from satpipe.core.params import HealthParams
-from satpipe.core.records import PredictionSet, TilePrediction, by_scene
+from satpipe.core.records import PredictionSet, TilePrediction, by_scene, sorted_scene_ids
 from satpipe.evaluation.drift import STATUSES, health_report
 from satpipe.models.model import Model
 from satpipe.tiles.index import held_out_filter
@@ -39,7 +43,7 @@ def _compare(
 
 
 def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) -> dict[str, Any]:
-    """The health report (a DVC metric) of a predictions document.
+    """The health report of a predictions document: status, figures, checks, per scene.
 
     Args:
         model: the model the predictions were made with.
@@ -52,13 +56,15 @@ def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) 
     # leave out the tiles the model was fitted on
     records = [r for r in predictions.predictions if held_out(r)]
     overall = _compare(records, len(failed), meta["tiles_total"], model, hp)
-    scenes = {}
+    scenes: dict[str | None, dict[str, Any]] = {}
     records_by, failed_by = by_scene(records), by_scene(failed)
-    for sid in sorted(records_by.keys() | failed_by.keys()):
+    for sid in sorted_scene_ids(records_by.keys() | failed_by.keys()):
         mine, n_failed = records_by.get(sid, []), len(failed_by.get(sid, []))
         scene = _compare(mine, n_failed, len(mine) + n_failed, model, hp)
         scenes[sid] = {k: scene[k] for k in ("status", "figures", "prediction_fractions")}
-    by_status = {s: sorted(k for k, v in scenes.items() if v["status"] == s) for s in STATUSES}
+    by_status = {
+        s: sorted_scene_ids(k for k, v in scenes.items() if v["status"] == s) for s in STATUSES
+    }
     worse = [
         sid
         for sid, v in scenes.items()
@@ -66,8 +72,8 @@ def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) 
     ]
     if worse:
         overall["recommendations"].append(
-            f"Scenes {', '.join(worse)} look worse than the whole: see scenes.<id> in this "
-            "report and inspect them before trusting their predictions."
+            f"Scenes {', '.join(str(sid) for sid in worse)} look worse than the whole: see "
+            "scenes.<id> in this report and inspect them before trusting their predictions."
         )
     report = {
         "status": overall.pop("status"),
@@ -80,3 +86,17 @@ def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) 
         "thresholds": hp.model_dump(),
     }
     return report
+
+
+def health_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a health report: the health stage's DVC metrics file.
+
+    ``health``: the overall status (``healthy``, ``warning`` or ``critical``), read from the
+    report; the worst check sets it, so it stands for the drift figures in one column. The
+    figures, the checks with their thresholds (params, not metrics), the recommendations and the
+    scenes stay in the report.
+
+    Args:
+        report: the report of :func:`health_document`.
+    """
+    return {"health": report["status"]}

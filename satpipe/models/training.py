@@ -31,16 +31,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """The fitted model and the training metrics (a DVC metrics file)."""
+    """The fitted model and the training report (:func:`train_metrics` reads its headline)."""
 
     model: Model
-    metrics: dict[str, Any]
+    report: dict[str, Any]
 
 
 def training_tiles(index: TileIndex, tp: TrainParams) -> list[TileEntry]:
     """The index entries that train the model, in index order."""
-    roles = index.roles
-    return [t for t in index.tiles if is_training_tile(t.id, roles[t.scene], tp.seed, tp.fraction)]
+    return [
+        t for t in index.tiles if is_training_tile(t.id, index.role_of(t), tp.seed, tp.fraction)
+    ]
 
 
 def training_set(tiles: list[TileEntry], classes: tuple[str, ...]) -> TrainingSet:
@@ -60,14 +61,13 @@ def training_set(tiles: list[TileEntry], classes: tuple[str, ...]) -> TrainingSe
 def _figures(kind: Kind, train: TrainingSet) -> dict[str, Any]:
     """How a fitted kind scores on the labelled training tiles (feature-input kinds)."""
     rows = [i for i, ref in enumerate(train.references) if ref is not None]
+    actual = [ref for ref in train.references if ref is not None]
     if not rows or kind.input != "features":
         return {"labelled_tiles": len(rows), "accuracy": None, "balanced_accuracy": None}
     columns = [train.names.index(n) for n in kind.feature_names]
     positions, _ = kind.predict(train.features[np.ix_(rows, columns)])
     predicted = [train.classes[int(p)] for p in positions]
-    scores = classification_scores(
-        [train.references[i] for i in rows], predicted, list(train.classes)
-    )
+    scores = classification_scores(actual, predicted, list(train.classes))
     return {
         "labelled_tiles": len(rows),
         "accuracy": scores["accuracy"],
@@ -123,8 +123,8 @@ def train(
     except ModelError as exc:
         raise ModelError(f"{source}: {exc}") from exc
     train_by = by_scene(train_tiles)
-    both = sum(1 for t in index.tiles if roles[t.scene] == "both")
-    training = {
+    both = sum(1 for t in index.tiles if index.role_of(t) == "both")
+    training: dict[str, Any] = {
         "tile_index_sha256": index_sha256,
         "scenes": {
             sid: {"role": sc.role, "sha256": sc.sha256, "tiles": len(train_by.get(sid, []))}
@@ -133,7 +133,7 @@ def train(
         "tiling": dict(index.tiling),
         "params": tp.model_dump(),
         "tiles": len(train_tiles),
-        "tiles_held_out": both - sum(1 for t in train_tiles if roles[t.scene] == "both"),
+        "tiles_held_out": both - sum(1 for t in train_tiles if index.role_of(t) == "both"),
         "method": tp.method if tp.model == "threshold" else tp.model,
     }
     try:
@@ -142,7 +142,7 @@ def train(
         model = model_lib.build(kind, data, dict(index.feature), training, tp.histogram_bins)
     except ModelError as exc:
         raise ModelError(f"{source}: {exc}") from exc
-    metrics = {
+    report = {
         "model": tp.model,
         "method": training["method"],
         "training_tiles": len(train_tiles),
@@ -160,8 +160,23 @@ def train(
         training["figures"]["labelled_tiles"],
         training["tiles_held_out"],
     )
-    return TrainingResult(model, metrics)
+    return TrainingResult(model, report)
 
 
 def _scalar(value: Any) -> bool:
     return isinstance(value, int | float | str | bool) or value is None
+
+
+def train_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a training report: the train stage's DVC metrics file.
+
+    ``train_bal_acc``: the balanced accuracy on the labelled training tiles (``None`` without
+    one), read from the report; beside the held-out ``bal_acc`` of evaluation it shows how far
+    the model generalises. The kind and method (params), the tile counts, class fractions, the
+    other training-set figures and the kind's details (a threshold's value: learned, but no
+    figure experiments are ranked by) stay in the report.
+
+    Args:
+        report: the report of :func:`train`.
+    """
+    return {"train_bal_acc": report["training_set"]["balanced_accuracy"]}

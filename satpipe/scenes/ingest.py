@@ -15,6 +15,7 @@ or the user's label raster resampled onto the scene's grid.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -34,12 +35,81 @@ from satpipe.core.params import IngestParams, SceneParams
 from satpipe.core.records import SceneRecord
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
-from satpipe.scenes import label_raster, synthetic
+from satpipe.scenes import label_raster, stac, synthetic
 from satpipe.scenes.download import download
+from satpipe.scenes.stac import StacError
 from satpipe.scenes.stac_scene import StacScene, write_cog_scene, write_stac_scene
 from satpipe.scenes.validation import inspect_scene
 
 log = logging.getLogger(__name__)
+
+
+def stac_scene_id(item_id: object) -> str | None:
+    """A STAC item's ``id`` made into a scene id, a file name (see ``ingest.id``).
+
+    Deterministic: each run of characters other than ASCII letters, digits, ``.``, ``_`` and
+    ``-`` becomes one ``-``; leading ``.``, ``_`` and ``-`` are dropped (an id starts with a letter
+    or a digit); the first 100 characters are kept, less any trailing ``-``. So
+    ``S2A_33UUP_20240715_0_L2A`` stays as it is and ``LC08 L2SR/081119`` becomes
+    ``LC08-L2SR-081119``.
+
+    Returns:
+        The scene id, or None when the item has no id (not a string, or nothing left of it).
+    """
+    if not isinstance(item_id, str):
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", item_id).lstrip("._-")[:100].rstrip("-")
+    return safe or None
+
+
+StacItem = tuple[dict[str, Any], str] | StacError
+"""A STAC item read once before the scenes are built: the item and its base, or why not."""
+
+
+def resolve_scene_ids(
+    scenes: list[SceneParams], root: Path, timeout: float
+) -> list[tuple[SceneParams, StacItem | None]]:
+    """The scenes with their ids settled: a STAC scene without ``id`` takes its item's.
+
+    The item's id is known only once the item is read, so each such item is read here, once,
+    before any scene is built, and handed to the scene's build (which then does not read it
+    again). An item that cannot be read is handed on as its error: its scene keeps the id its
+    params give (:attr:`SceneParams.scene_id`) and fails, or is skipped, when it is built, as any
+    invalid scene, without waiting on the item a second time.
+
+    Args:
+        scenes: the scenes to ingest, in order.
+        root: the directory relative item paths are resolved against.
+        timeout: HTTP timeout for an item at a URL, seconds.
+
+    Returns:
+        Per scene, in order: the scene, with ``id`` set where it came from its item, and the
+        item read for it (None for a scene whose item was not read here).
+
+    Raises:
+        ParamsError: two scenes end up with one id.
+    """
+    out: list[tuple[SceneParams, StacItem | None]] = []
+    for scene in scenes:
+        loaded: StacItem | None = None
+        if scene.id is None and scene.source == "stac" and scene.stac is not None:
+            try:
+                loaded = stac.load_item(scene.stac.item, root, timeout)
+            except StacError as exc:
+                loaded = exc
+            else:
+                sid = stac_scene_id(loaded[0].get("id"))
+                scene = scene.model_copy(update={"id": sid}) if sid is not None else scene
+        out.append((scene, loaded))
+    seen: dict[str, int] = {}
+    for i, (scene, _) in enumerate(out):
+        if scene.scene_id in seen:
+            raise ParamsError(
+                f"ingest.scenes: scenes {seen[scene.scene_id]} and {i} share the id "
+                f"{scene.scene_id!r}; set a distinct 'id' on one of them"
+            )
+        seen[scene.scene_id] = i
+    return out
 
 
 def source_record(params: SceneParams) -> dict[str, Any]:
@@ -82,7 +152,13 @@ class _Acquired:
 
 
 def _acquire(
-    params: SceneParams, tmp: Path, labels_tmp: Path, root: Path, retries: int, timeout: float
+    params: SceneParams,
+    tmp: Path,
+    labels_tmp: Path,
+    root: Path,
+    retries: int,
+    timeout: float,
+    stac_item: StacItem | None = None,
 ) -> _Acquired:
     """Put the scene's bytes at ``tmp``.
 
@@ -94,8 +170,10 @@ def _acquire(
         )
         return _Acquired(f"synthetic scene (seed {params.seed})", counts)
     if params.source == "stac" and params.stac is not None:
+        if isinstance(stac_item, StacError):
+            raise stac_item
         scene = write_stac_scene(
-            params.stac, params.labels, tmp, root, retries=retries, timeout=timeout
+            params.stac, params.labels, tmp, root, retries=retries, timeout=timeout, item=stac_item
         )
         return _Acquired(scene.name, stac=scene)
     if params.source == "file":
@@ -122,6 +200,13 @@ def _acquire(
     return _Acquired(params.url)
 
 
+def _scene_id(params: SceneParams, got: _Acquired) -> str:
+    """``params.scene_id``, or for a STAC scene without ``id`` its item's id, made safe."""
+    if params.id is None and params.source == "stac" and got.stac is not None:
+        return stac_scene_id(got.stac.source.get("item_id")) or params.scene_id
+    return params.scene_id
+
+
 def ingest(
     params: SceneParams,
     scene_out: Path,
@@ -130,6 +215,7 @@ def ingest(
     *,
     retries: int = 3,
     timeout: float = 30.0,
+    stac_item: StacItem | None = None,
 ) -> SceneRecord:
     """Acquire, validate and write one scene and its metadata.
 
@@ -143,6 +229,8 @@ def ingest(
         root: the directory relative ``path`` values are resolved against.
         retries: download retries (``ingest.retries``).
         timeout: download socket timeout in seconds (``ingest.timeout``).
+        stac_item: a STAC scene's item as :func:`resolve_scene_ids` read it (or the error it
+            met), so that it is not read again; None reads it here.
 
     Returns:
         The metadata written to ``meta_out``.
@@ -162,7 +250,7 @@ def ingest(
         labels_tmp = (
             stack.enter_context(atomic_path(labels_out, suffix=".tif")) if labelled else tmp
         )
-        got = _acquire(params, tmp, labels_tmp, root, retries, timeout)
+        got = _acquire(params, tmp, labels_tmp, root, retries, timeout, stac_item)
         name = got.name
         meta = inspect_scene(
             tmp,
@@ -204,7 +292,7 @@ def ingest(
         record = SceneRecord.from_json(
             {
                 **meta,
-                "id": params.scene_id,
+                "id": _scene_id(params, got),
                 "role": params.role,
                 "source": got.stac.source if got.stac is not None else source_record(params),
                 "preview": {"file": preview_out.name, "step": step},
@@ -234,6 +322,7 @@ class _SceneTask:
     retries: int
     timeout: float
     skip_invalid: bool
+    stac_item: StacItem | None = None
 
 
 def _ingest_task(task: _SceneTask) -> SceneRecord | tuple[str, str]:
@@ -247,6 +336,7 @@ def _ingest_task(task: _SceneTask) -> SceneRecord | tuple[str, str]:
             task.root,
             retries=task.retries,
             timeout=task.timeout,
+            stac_item=task.stac_item,
         )
     except SatpipeError as exc:
         if task.skip_invalid:
@@ -261,17 +351,19 @@ def ingest_scenes(
 
     Scenes are validated in parallel on ``engine`` (one task per scene). Without
     ``ingest.skip_invalid`` the first invalid scene, in list order, fails with its id named;
-    with it, each invalid scene is left out and listed in the metrics with its reason.
+    with it, each invalid scene is left out and listed in the report with its reason.
 
     Returns:
-        The metadata of every ingested scene (in list order) and the ingest metrics.
+        The metadata of every ingested scene (in list order) and the ingest report (scenes
+        ingested and skipped, each skipped one with its reason); :func:`ingest_metrics` reads
+        its headline.
 
     Raises:
         SatpipeError: a scene is invalid (and not skipped), or none is left.
     """
     tasks = [
-        _SceneTask(item, out_dir, root, params.retries, params.timeout, params.skip_invalid)
-        for item in params.scene_list()
+        _SceneTask(item, out_dir, root, params.retries, params.timeout, params.skip_invalid, loaded)
+        for item, loaded in resolve_scene_ids(params.scene_list(), root, params.timeout)
     ]
     scenes, skipped = [], []
     with ExitStack() as stack:
@@ -286,5 +378,17 @@ def ingest_scenes(
                 skipped.append({"id": result[0], "reason": result[1]})
     if not scenes:
         raise SceneError(f"no valid scene among {len(tasks)}: {skipped[0]['reason']}")
-    metrics = {"scenes_ingested": len(scenes), "scenes_skipped": len(skipped), "skipped": skipped}
-    return scenes, metrics
+    report = {"scenes_ingested": len(scenes), "scenes_skipped": len(skipped), "skipped": skipped}
+    return scenes, report
+
+
+def ingest_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of an ingest report: the ingest stage's DVC metrics file.
+
+    ``scenes_ingested`` and ``scenes_skipped``, read from the report; the skipped scenes' ids
+    and reasons (a list, which is no metric) stay in the report.
+
+    Args:
+        report: the report of :func:`ingest_scenes`.
+    """
+    return {key: report[key] for key in ("scenes_ingested", "scenes_skipped")}

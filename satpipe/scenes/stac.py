@@ -4,12 +4,15 @@ A STAC Item describes one acquisition; each band is an *asset*, usually a Cloud-
 GeoTIFF on object storage. ``ingest.stac.assets`` names the bands to stack, in order, each by
 asset key (``B04``) or by the ``common_name`` of its ``eo:bands`` (``red``). Only raster assets
 (a GeoTIFF media type, or a ``.tif`` href when the type is absent) can be chosen; thumbnails,
-XML and JSON are never read.
+XML and JSON are never read. Older items (STAC 0.9's ``eo`` extension, kept by USGS Landsat
+Collection 2 in 1.0.0-beta.2) give an asset's ``eo:bands`` as indices into the item's
+``properties["eo:bands"]``; they are resolved there (:func:`asset_bands`).
 
 The scene's grid is the finest chosen asset's: its ``proj:transform`` and ``proj:shape``, with
-``proj:epsg`` from the asset or the item (read from the file header only when the item does not
-say). Every chosen asset must be in that CRS. An optional area of interest (a bounding box in a
-stated CRS, or a GeoJSON file in longitude/latitude) crops the grid to the pixels it touches.
+``proj:epsg``, each from the asset or else the item's properties (read from the file header only
+when the item does not say). Every chosen asset must be in that CRS. An optional area of
+interest (a bounding box in a stated CRS, or a GeoJSON file in longitude/latitude) crops the grid
+to the pixels it touches.
 
 Sentinel-2 L2A from processing baseline 04.00 on stores reflectance with an offset
 (``BOA_ADD_OFFSET`` = -1000). :func:`correction` decides, band by band, what turns stored values
@@ -112,6 +115,12 @@ def load_item(ref: str, root: Path, timeout: float = 30.0) -> tuple[dict[str, An
         base = path.resolve().as_uri()
     if not isinstance(item, dict) or item.get("type") != "Feature" or "assets" not in item:
         raise StacError(f"STAC item {ref}: not a STAC Item (expected a Feature with assets)")
+    for field in ("assets", "properties"):
+        if not isinstance(item.get(field, {}), dict):
+            raise StacError(f"STAC item {ref}: {field} is not a JSON object; expected a STAC Item")
+    for key, asset in item["assets"].items():
+        if not isinstance(asset, dict):
+            raise StacError(f"STAC item {ref}: asset {key!r} is {asset!r}; expected a JSON object")
     return item, base
 
 
@@ -132,33 +141,125 @@ def _is_raster(asset: dict[str, Any]) -> bool:
     )
 
 
-def _common_names(asset: dict[str, Any]) -> list[str]:
-    return [str(b["common_name"]) for b in asset.get("eo:bands") or [] if b.get("common_name")]
+def asset_bands(item: dict[str, Any], key: str, label: str) -> list[dict[str, Any]]:
+    """The ``eo:bands`` of asset ``key``, each one a band object.
+
+    STAC 1.0 lists band objects in the asset. Older items (the ``eo`` extension of STAC 0.9,
+    kept into 1.0.0-beta.2 by USGS Landsat Collection 2) list integer indices into the item's
+    ``properties["eo:bands"]`` instead; these are resolved against that list.
+
+    Raises:
+        StacError: ``eo:bands`` is not a list, an entry is neither a band object nor an integer,
+            or an index is outside the item's band list (naming the item and the asset).
+    """
+    bands = item["assets"][key].get("eo:bands")
+    if bands is None:
+        return []
+    if not isinstance(bands, list):
+        raise StacError(
+            f"{label}: asset {key!r}: eo:bands is {bands!r}; expected a list of band objects or "
+            "of indices into properties.eo:bands"
+        )
+    listed = item.get("properties", {}).get("eo:bands")
+    out = []
+    for i, band in enumerate(bands):
+        if isinstance(band, int) and not isinstance(band, bool):
+            count = len(listed) if isinstance(listed, list) else 0
+            if not 0 <= band < count:
+                have = f"{count} bands (indices 0-{count - 1})" if count else "no eo:bands list"
+                raise StacError(
+                    f"{label}: asset {key!r}: eo:bands[{i}] is index {band}, but the item's "
+                    f"properties.eo:bands has {have}"
+                )
+            band = listed[band]
+        if not isinstance(band, dict):
+            raise StacError(
+                f"{label}: asset {key!r}: eo:bands[{i}] is {band!r}; expected a band object or "
+                "an index into properties.eo:bands"
+            )
+        out.append(band)
+    return out
 
 
-def _epsg(item: dict[str, Any], asset: dict[str, Any]) -> CRS | None:
-    code = asset.get("proj:epsg", item.get("properties", {}).get("proj:epsg"))
-    return CRS.from_epsg(int(code)) if code else None
+def _common_names(bands: list[dict[str, Any]]) -> list[str]:
+    return [str(b["common_name"]) for b in bands if b.get("common_name")]
+
+
+def _proj(item: dict[str, Any], asset: dict[str, Any], field: str) -> Any:
+    """A projection field of the asset, else of the item's properties (which apply to all)."""
+    return asset[field] if field in asset else item.get("properties", {}).get(field)
+
+
+def _epsg(item: dict[str, Any], key: str, label: str) -> CRS | None:
+    code = _proj(item, item["assets"][key], "proj:epsg")
+    if code is None:  # null: no EPSG code; the file's CRS is used
+        return None
+    try:
+        return CRS.from_epsg(int(code))
+    except (TypeError, ValueError, CRSError):
+        raise StacError(
+            f"{label}: asset {key!r}: proj:epsg is {code!r}; expected an EPSG code PROJ knows"
+        ) from None
+
+
+def _grid_fields(
+    item: dict[str, Any], key: str, label: str
+) -> tuple[Affine | None, tuple[int, int] | None]:
+    """``proj:transform`` (6 or 9 numbers) and ``proj:shape`` (rows, cols), where given."""
+    asset = item["assets"][key]
+    transform, shape = _proj(item, asset, "proj:transform"), _proj(item, asset, "proj:shape")
+    numbers = (int, float)
+    if transform is not None and not (
+        isinstance(transform, list)
+        and len(transform) in (6, 9)
+        and all(isinstance(v, numbers) and not isinstance(v, bool) for v in transform)
+    ):
+        raise StacError(
+            f"{label}: asset {key!r}: proj:transform is {transform!r}; expected 6 or 9 numbers"
+        )
+    if shape is not None and not (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        raise StacError(
+            f"{label}: asset {key!r}: proj:shape is {shape!r}; expected [rows, cols], two "
+            "positive integers"
+        )
+    return (
+        Affine(*(float(v) for v in transform[:6])) if transform else None,
+        (shape[0], shape[1]) if shape else None,
+    )
 
 
 def select_assets(item: dict[str, Any], names: list[str], base: str, label: str) -> list[Asset]:
     """The assets ``names`` asks for, in order, each by key or by ``eo:bands`` common name.
 
+    Common names are those of the raster assets' bands (see :func:`asset_bands`). An asset's
+    grid is its ``proj:transform`` / ``proj:shape`` / ``proj:epsg``, else the item properties'
+    (which apply to every asset), else unknown here (read from the file).
+
     Raises:
         StacError: a name matches no asset (listing the keys and common names there are), more
-            than one asset by common name, or a non-raster asset.
+            than one asset by common name, a non-raster asset, an asset without an href, or a
+            malformed ``eo:bands``, ``proj:epsg``, ``proj:transform`` or ``proj:shape``.
     """
     assets: dict[str, dict[str, Any]] = item["assets"]
+    # Resolved only when a name is not a key, and only for assets that could be chosen.
+    bands: dict[str, list[dict[str, Any]]] | None = None
     out = []
     for name in names:
         if name in assets:
             key = name
         else:
-            matches = [k for k, a in assets.items() if name in _common_names(a) and _is_raster(a)]
-            single = [k for k in matches if len(assets[k].get("eo:bands") or []) == 1]
+            if bands is None:
+                rasters = [k for k, a in assets.items() if _is_raster(a)]
+                bands = {k: asset_bands(item, k, label) for k in rasters}
+            matches = [k for k, b in bands.items() if name in _common_names(b)]
+            single = [k for k in matches if len(bands[k]) == 1]
             matches = single or matches  # "red" is B04, not the 3-band "visual"
             if not matches:
-                common = sorted({c for a in assets.values() for c in _common_names(a)})
+                common = sorted({c for b in bands.values() for c in _common_names(b)})
                 raise StacError(
                     f"{label}: no asset {name!r}; asset keys: {', '.join(assets)}; common names: "
                     f"{', '.join(common) or 'none'}"
@@ -175,17 +276,18 @@ def select_assets(item: dict[str, Any], names: list[str], base: str, label: str)
                 f"{label}: asset {key!r} is {data.get('type') or 'not a raster'}; expected a "
                 "GeoTIFF band"
             )
-        transform = data.get("proj:transform")
-        shape = data.get("proj:shape")
+        if not isinstance(data.get("href"), str) or not data["href"]:
+            raise StacError(f"{label}: asset {key!r} has no href; expected the band's location")
+        transform, shape = _grid_fields(item, key, label)
         out.append(
             Asset(
                 key=key,
-                href=resolve_href(str(data["href"]), base),
+                href=resolve_href(data["href"], base),
                 name=name,
                 data=data,
-                crs=_epsg(item, data),
-                transform=Affine(*transform[:6]) if transform else None,
-                shape=(int(shape[0]), int(shape[1])) if shape else None,
+                crs=_epsg(item, key, label),
+                transform=transform,
+                shape=shape,
             )
         )
     return out
@@ -281,9 +383,14 @@ def processing_baseline(item: dict[str, Any]) -> str | None:
     return None
 
 
+def _platform(props: dict[str, Any]) -> Any:
+    """``platform``, or ``eo:platform`` as items before STAC 0.9 name it."""
+    return props.get("platform") or props.get("eo:platform")
+
+
 def _is_s2_l2a(item: dict[str, Any]) -> bool:
     props = item.get("properties", {})
-    platform = str(props.get("platform") or props.get("constellation") or "").lower()
+    platform = str(_platform(props) or props.get("constellation") or "").lower()
     names = " ".join(
         str(v or "")
         for v in (
@@ -337,7 +444,7 @@ def properties_record(item: dict[str, Any]) -> dict[str, Any]:
     props = item.get("properties", {})
     return {
         "datetime": props.get("datetime"),
-        "platform": props.get("platform"),
+        "platform": _platform(props),
         "constellation": props.get("constellation"),
         "eo:cloud_cover": props.get("eo:cloud_cover"),
         "processing_baseline": processing_baseline(item),

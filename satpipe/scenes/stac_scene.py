@@ -127,7 +127,7 @@ class _Reader:
         except RasterioIOError as exc:
             detail = str(exc.__cause__ or exc)
             raise stac.StacError(f"{self.name}: cannot read pixels ({detail})") from exc
-        self.sha.update(np.ascontiguousarray(data))  # the buffer itself: no copy
+        self.sha.update(np.ascontiguousarray(data).data)  # the buffer itself: no copy
         return data
 
 
@@ -139,6 +139,7 @@ def write_stac_scene(
     *,
     retries: int = 3,
     timeout: float = 30.0,
+    item: tuple[dict[str, Any], str] | None = None,
 ) -> StacScene:
     """Read the item's chosen assets onto the scene grid and write the stacked scene at ``out``.
 
@@ -149,6 +150,8 @@ def write_stac_scene(
         root: the directory relative paths are resolved against.
         retries: HTTP retries per request.
         timeout: HTTP timeout, seconds.
+        item: the item and its base location, when already read from ``params.item``
+            (:func:`satpipe.scenes.stac.load_item`); None reads it here.
 
     Returns:
         The name for messages, the source record, the acquisition time and the label asset's
@@ -158,9 +161,9 @@ def write_stac_scene(
         StacError, DownloadError, NotGeoTIFFError: one line naming the item and the asset.
         ChecksumError: an asset's pixels differ from their pinned sha256.
     """
-    item, base = stac.load_item(params.item, root, timeout)
+    loaded, base = item if item is not None else stac.load_item(params.item, root, timeout)
     return build_scene(
-        item, base, f"STAC item {params.item}", params, labels, out, root, retries, timeout
+        loaded, base, f"STAC item {params.item}", params, labels, out, root, retries, timeout
     )
 
 
@@ -314,7 +317,8 @@ def _row_bands(height: int, readers: list[_Reader]) -> Iterator[tuple[int, int]]
     aligned = next((r for r in readers if r.offset is not None), None)
     block = aligned.src.block_shapes[0][0] if aligned is not None else _ROWS
     step = max(block, _ROWS // block * block)
-    first = (-aligned.offset.row_off) % step if aligned is not None else 0
+    offset = aligned.offset if aligned is not None else None
+    first = (-offset.row_off) % step if offset is not None else 0
     row = 0
     if first:
         yield 0, min(first, height)

@@ -29,6 +29,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +42,13 @@ from tqdm import tqdm
 
 from satpipe.core.errors import TilingError
 from satpipe.core.files import sha256_bytes
-from satpipe.core.params import FeaturesParams, TileParams
 from satpipe.core.raster import encode_tile, open_scene, read_window, tile_profile
-from satpipe.core.records import SceneInfo, SceneRecord, TileEntry, TileIndex, TileWindow
+from satpipe.core.records import SceneInfo, TileEntry, TileWindow
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
 from satpipe.scenes.labels import LabelLookup, tile_reference
 from satpipe.tiles.features import FeatureSpec, tile_measurements
 from satpipe.tiles.grid import axis_offsets, tile_id
-from satpipe.tiles.index import build_index
 from satpipe.tiles.packs import PackWriter, pack_name
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,8 @@ def run_job(ctx: TileContext, job: TileJob) -> tuple[list[TileEntry], Counter]:
     if ctx.labels is not None:
         with open_scene(ctx.labels) as lab:
             codes = read_window(lab, Window(0, job.row_off, lab.width, job.rows), [1])[0]
-    entries, skipped = [], Counter()
+    entries: list[TileEntry] = []
+    skipped: Counter[str] = Counter()
     with open(spool_path(ctx, job), "wb") as spool:
         for win in job.windows:
             entry = _cut_one(ctx, job, win, data, codes, scene_transform, skipped, spool)
@@ -154,7 +154,7 @@ def _cut_one(
     r0 = win.row_off - job.row_off
     tile = data[:, r0 : r0 + win.height, win.col_off : win.col_off + win.width]
     feats, vector = tile_measurements(tile, ctx.nodata, ctx.spec)
-    if feats.mean_intensity is None:
+    if feats.mean_intensity is None or vector is None:  # no valid pixel: neither is measured
         skipped["empty"] += 1
         return None
     if 1.0 - feats.valid_fraction > ctx.max_nodata:
@@ -291,7 +291,7 @@ def _run_task(task: tuple[TileContext, TileJob]) -> tuple[list[TileEntry], Count
 
 
 def cut_scenes(
-    scenes: list[tuple[Path, SceneInfo, str | None]],
+    scenes: Sequence[tuple[Path, SceneInfo, str | None]],
     out_dir: Path,
     tp: TilingParams,
     engine: Engine | None = None,
@@ -327,7 +327,7 @@ def cut_scenes(
         bar = tqdm(done, total=len(tasks), unit="row", desc="tile", disable=not progress)
         writer, writing = None, -1
         for i, (ctx, job), (job_entries, job_skipped) in zip(owner, tasks, bar, strict=True):
-            if i != writing:  # tasks are grouped by scene: this scene's pack starts here
+            if writer is None or i != writing:  # tasks come by scene: its pack starts here
                 if writer is not None:
                     writer.close()
                 writer = stack.enter_context(PackWriter(out_dir / pack_name(scenes[i][2])))
@@ -347,75 +347,3 @@ def cut_scenes(
                 "(raise tile.max_nodata_fraction or lower tile.size)"
             )
     return [(entries, dict(skipped)) for entries, skipped in results]
-
-
-def tiling_params(tp: TileParams, fp: FeaturesParams) -> TilingParams:
-    """The tiling to do, from the ``tile`` and ``features`` params."""
-    spec = FeatureSpec(None if fp.bands is None else tuple(fp.bands))
-    return TilingParams(
-        tp.size,
-        tp.step,
-        tp.keep_partial,
-        tp.max_nodata_fraction,
-        tp.compress,
-        spec,
-        tp.min_labelled_fraction,
-    )
-
-
-def tile_scenes(
-    scenes: list[SceneRecord],
-    scenes_dir: Path,
-    out_dir: Path,
-    tp: TileParams,
-    fp: FeaturesParams,
-    engine: Engine | None = None,
-    progress: bool = False,
-) -> tuple[TileIndex, dict[str, Any]]:
-    """Tile every scene of an ingest manifest into its pack ``out_dir/<id>.zip``.
-
-    Args:
-        scenes: the ingest manifest's scenes (their metadata), in order.
-        scenes_dir: where their GeoTIFFs (``<id>.tif``) and label rasters are.
-        out_dir: an existing, empty directory for the tiles.
-        tp: the ``tile`` params.
-        fp: the ``features`` params.
-        engine: where the work runs (default: inline).
-        progress: show a progress bar on stderr.
-
-    Returns:
-        The tile index and the tile metrics (tiles written, with and without a reference,
-        skipped by reason; overall and per scene).
-
-    Raises:
-        TilingError: a scene (named) is smaller than a tile, or none of its tiles survive.
-    """
-    tiling = tiling_params(tp, fp)
-    inputs = [(scenes_dir / f"{m.id}.tif", m, m.id) for m in scenes]
-    results = cut_scenes(inputs, out_dir, tiling, engine, progress)
-    entries = [e for scene_entries, _ in results for e in scene_entries]
-    skipped = [skips for _, skips in results]
-    record = {
-        "size": tp.size,
-        "stride": tp.step,
-        "keep_partial": tp.keep_partial,
-        "max_nodata_fraction": tp.max_nodata_fraction,
-        "compress": tp.compress,
-        "min_labelled_fraction": tp.min_labelled_fraction,
-    }
-    index = build_index(scenes, record, tiling.spec.to_dict(), entries, skipped)
-    totals = {reason: sum(s[reason] for s in skipped) for reason in ("partial", "nodata", "empty")}
-    with_reference = sum(e.reference is not None for e in entries)
-    metrics = {
-        "tiles_written": len(entries),
-        "tiles_with_reference": with_reference,
-        "tiles_without_reference": len(entries) - with_reference,
-        "tiles_skipped": totals,
-        "tile_size": tp.size,
-        "stride": tp.step,
-        "scenes": {
-            m.id: {"tiles_written": index.scenes[m.id].tiles, "tiles_skipped": s}
-            for m, s in zip(scenes, skipped, strict=True)
-        },
-    }
-    return index, metrics
