@@ -22,7 +22,7 @@ from affine import Affine
 from satpipe.core.errors import ChecksumError, DownloadError, NotGeoTIFFError, SatpipeError
 from satpipe.core.files import read_json
 from satpipe.core.params import IngestParams
-from satpipe.scenes import stac
+from satpipe.scenes import stac, stac_values
 from satpipe.scenes.ingest import ingest
 from tests.helpers import REPO, run_stages, stage
 from tests.range_server import RangeServer
@@ -143,16 +143,16 @@ L2A = {"platform": "sentinel-2b", "s2:product_type": "S2MSI2A"}
 def test_the_boa_offset_is_applied_exactly_once(
     props: dict, asset: stac.Asset, expected: tuple[float, float]
 ) -> None:
-    corr = stac.correction(_item({}, **props), asset)
+    corr = stac_values.correction(_item({}, **props), asset)
     assert (corr["scale"], corr["offset"]) == expected
     assert corr["rule"]
 
 
 def test_processing_baseline_from_properties_or_product_id() -> None:
     es = load_item(stac_item_path(EARTH_SEARCH_ITEM))
-    assert stac.processing_baseline(es) == "02.14"  # from sentinel:product_id ..._N0214_...
+    assert stac_values.processing_baseline(es) == "02.14"  # from sentinel:product_id ..._N0214_...
     pc = load_item(stac_item_path(PLANETARY_COMPUTER_ITEM))
-    assert stac.processing_baseline(pc) == "02.12"
+    assert stac_values.processing_baseline(pc) == "02.12"
 
 
 # --- area of interest -------------------------------------------------------------------------

@@ -4,9 +4,9 @@ Each chosen asset (see :mod:`satpipe.scenes.stac`) is opened where it lives (``/
 URL, after a :func:`satpipe.scenes.remote.probe`) and read in bands of rows of the scene's grid:
 directly when the asset is on that grid, else through a warped VRT that resamples it
 (``ingest.stac.resampling``; labels always nearest). Stored values are corrected as
-:func:`satpipe.scenes.stac.correction` says; a corrected scene is float32 with NaN as nodata, an
-uncorrected one keeps the assets' type and nodata. The scene is written as a tiled GeoTIFF
-(zstd) that the usual validation then inspects, so a STAC scene is checked like any other.
+:func:`satpipe.scenes.stac_values.correction` says; a corrected scene is float32 with NaN as
+nodata, an uncorrected one keeps the assets' type and nodata. The scene is written as a tiled
+GeoTIFF (zstd) that the usual validation then inspects, so a STAC scene is checked like any other.
 
 For reproducibility a remote asset's size, ETag and Last-Modified are recorded, with the sha256
 of the pixels read from it (the stored values on the scene's grid, row by row); a pinned sha256
@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from satpipe.core.errors import ChecksumError, SatpipeError
 from satpipe.core.params import LabelParams, StacParams
 from satpipe.core.raster import open_scene
-from satpipe.scenes import remote, stac
+from satpipe.scenes import remote, stac, stac_values
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _build(
         if params.aoi is not None:
             bounds = stac.aoi_bounds(params.aoi.model_dump(), grid.crs, root, label)
             grid = stac.crop(grid, bounds, label)
-        corrections = [stac.correction(item, a) for a in assets]
+        corrections = [stac_values.correction(item, a) for a in assets]
         readers = [
             _Reader(src, grid, resampling, stack, where(a))
             for a, src in zip(assets, sources, strict=True)
@@ -291,7 +291,7 @@ def _build(
         "item": params.item if remote.is_remote(params.item) else Path(params.item).name,
         "item_id": item.get("id"),
         "collection": item.get("collection"),
-        "properties": stac.properties_record(item),
+        "properties": stac_values.properties_record(item),
         "grid_asset": grid_key,
         "assets": records,
         "aoi": params.aoi.model_dump() if params.aoi is not None else None,
