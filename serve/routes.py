@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import satpipe
 from satpipe.core.errors import SatpipeError
-from satpipe.core.params import TileParams, TrainParams
+from satpipe.core.params import TrainParams
 from satpipe.core.params_base import unset_nested
 from serve.errors import AuthError, status_for
 from serve.metrics import Metrics
@@ -211,7 +211,7 @@ async def model_info(request: Request, ctx: ReadyDep) -> ModelInfo:
         lock_file=pin.source,
         lock_entry=pin.train.entry,
         training_params=unset_nested(TrainParams, pin.train_params),
-        tile_params=unset_nested(TileParams, pin.tile_params),
+        tile_params=pin.tile_params,
         kind=m.kind.name,
         details=m.kind.details(),
         classes=list(m.classes),

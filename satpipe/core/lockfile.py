@@ -68,24 +68,15 @@ class LockedStage:
         """The ``params.yaml`` section ``name`` the stage ran with.
 
         DVC records a section declared whole (``- train``) as a nested mapping and keys declared
-        one by one (``- train.fraction``) as dotted keys; both give ``{"fraction": ...}``. A
-        nested key declared to its leaf (``- train.onnx.path``) is put back in its mapping:
-        ``{"onnx": {"path": ...}}``, as ``params.yaml`` has it.
+        one by one (``- train.fraction``) as dotted keys; both give ``{"fraction": ...}``.
 
         Raises:
             LockfileError: the stage recorded no key of that section.
         """
         whole = self.params.get(name)
-        values: dict[str, Any] = dict(whole) if isinstance(whole, dict) else {}
+        values = dict(whole) if isinstance(whole, dict) else {}
         prefix = f"{name}."
-        for key, value in self.params.items():
-            if not key.startswith(prefix):
-                continue
-            *parents, leaf = key[len(prefix) :].split(".")
-            target = values
-            for part in parents:
-                target = target.setdefault(part, {})
-            target[leaf] = value
+        values.update({k[len(prefix) :]: v for k, v in self.params.items() if k.startswith(prefix)})
         if not values:
             raise LockfileError(
                 f"{self.source}: stage {self.name!r} recorded no params section {name!r}"

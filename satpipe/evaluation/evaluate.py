@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from satpipe.core.records import (
     TilePrediction,
     sorted_scene_ids,
 )
+from satpipe.models.model import Model
 from satpipe.models.scores import (
     DECIMALS,
     check_classes,
@@ -40,9 +41,6 @@ from satpipe.models.scores import (
     threshold_curve,
 )
 from satpipe.tiles.index import held_out_filter
-
-if TYPE_CHECKING:  # the model module imports the kinds, which fit thresholds with this module
-    from satpipe.models.model import Model
 
 COUNT_KEYS = (
     "tiles_predicted",

@@ -200,13 +200,6 @@ def _acquire(
     return _Acquired(params.url)
 
 
-def _scene_id(params: SceneParams, got: _Acquired) -> str:
-    """``params.scene_id``, or for a STAC scene without ``id`` its item's id, made safe."""
-    if params.id is None and params.source == "stac" and got.stac is not None:
-        return stac_scene_id(got.stac.source.get("item_id")) or params.scene_id
-    return params.scene_id
-
-
 def ingest(
     params: SceneParams,
     scene_out: Path,
@@ -292,7 +285,7 @@ def ingest(
         record = SceneRecord.from_json(
             {
                 **meta,
-                "id": _scene_id(params, got),
+                "id": params.scene_id,
                 "role": params.role,
                 "source": got.stac.source if got.stac is not None else source_record(params),
                 "preview": {"file": preview_out.name, "step": step},
