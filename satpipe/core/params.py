@@ -42,7 +42,11 @@ __all__ = [
     "LogisticParams",
     "OnnxParams",
     "Params",
+    "PixelClassParams",
+    "PixelLogisticParams",
+    "PixelParams",
     "SceneParams",
+    "SegmentParams",
     "StacParams",
     "TileParams",
     "TrainParams",
@@ -101,11 +105,83 @@ class OnnxParams(NestedSection):
 
     path: str
     input: Literal["features", "pixels"] = "features"
+    output: Literal["tile", "pixels"] = "tile"
     features: list[str] | None = None
-    classes: list[str]
+    classes: list[str] | None = None
     batch: int = Field(256, ge=1, le=65536)
-    bands: int | None = Field(None, ge=1)
+    bands: int | list[str | int] | None = None
     size: int | None = Field(None, ge=1)
+    scores: Literal["logits", "probabilities"] = "probabilities"
+    scale: list[float] | None = None
+    offset: list[float] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    provider: Literal["cpu", "cuda"] = "cpu"
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, value: int | list[str | int] | None) -> int | list[str | int] | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("expected a band count >= 1, a list of bands, or null")
+        if isinstance(value, list):
+            if not value or len(set(map(str, value))) != len(value):
+                raise ValueError("expected a non-empty list of distinct band names or numbers")
+            if any(isinstance(b, int) and b < 1 for b in value):
+                raise ValueError("band numbers are 1-based")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _check_std(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(not v > 0 for v in value):
+            raise ValueError("expected standard deviations > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _check_output(self) -> OnnxParams:
+        if self.output == "tile" and self.classes is None:
+            raise ValueError("{at}.classes is missing (a tile classifier names its output columns)")
+        if self.output == "pixels" and self.input != "pixels":
+            raise ValueError("{at}: output pixels needs input pixels")
+        return self
+
+
+class PixelClassParams(Section):
+    """One class of a per-pixel model: its name, the label codes meaning it, its colour."""
+
+    name: str
+    codes: list[int] = Field(default_factory=list)
+    colour: str = Field(pattern=r"^#[0-9a-fA-F]{6}$")
+
+
+class PixelParams(Section):
+    """``train.pixels``: what a per-pixel model's classes are, and how it is trained.
+
+    ``classes`` in order: the model's class ``i`` is written as code ``i`` in the class raster
+    and drawn in its ``colour``; a reference label pixel whose code is listed under a class is
+    that class (codes listed nowhere are unlabelled). ``samples`` caps the labelled training
+    pixels a trainable kind is fitted on (a deterministic sample of the training tiles).
+    """
+
+    classes: list[PixelClassParams] = Field(min_length=2, max_length=254)
+    samples: int = Field(20000, ge=100, le=1_000_000)
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, value: list[PixelClassParams]) -> list[PixelClassParams]:
+        check_class_names([c.name for c in value])
+        codes = [code for c in value for code in c.codes]
+        if len(set(codes)) != len(codes):
+            raise ValueError("a label code is listed under two classes")
+        return value
+
+
+class PixelLogisticParams(Section):
+    """``train.pixel_logistic``: per-pixel multinomial logistic regression."""
+
+    features: list[str] = Field(default_factory=lambda: ["bands", "ndwi", "ndvi"], min_length=1)
+    l2: float = Field(1.0, ge=0.0)
+    iterations: int = Field(100, ge=1, le=10_000)
 
 
 class TrainParams(Section):
@@ -127,6 +203,15 @@ class TrainParams(Section):
     method: Literal["mean", "fit"] = "mean"
     logistic: LogisticParams = LogisticParams()
     onnx: OnnxParams | None = None
+    pixels: PixelParams = PixelParams(
+        classes=[
+            PixelClassParams(name="water", codes=[1], colour="#1f78b4"),
+            PixelClassParams(name="vegetation", codes=[2], colour="#33a02c"),
+            PixelClassParams(name="soil", codes=[3], colour="#b15928"),
+            PixelClassParams(name="cloud", codes=[4], colour="#f0f0f0"),
+        ]
+    )
+    pixel_logistic: PixelLogisticParams = PixelLogisticParams()
     fraction: float = Field(0.5, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0)
     histogram_bins: int = Field(20, ge=2, le=1000)
@@ -152,6 +237,10 @@ class HealthParams(Section):
     class_shift_warning: float = Field(0.15, ge=0.0, le=1.0)
     class_shift_critical: float = Field(0.3, ge=0.0, le=1.0)
     psi_bins: int = Field(10, ge=2, le=100)
+    min_samples: int = Field(20, ge=1)
+    min_pixels: int = Field(1000, ge=1)
+    seam_warning: float = Field(0.05, ge=0.0, le=1.0)
+    seam_critical: float = Field(0.15, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check_order(self) -> HealthParams:
@@ -161,10 +250,36 @@ class HealthParams(Section):
             ("mean_shift", self.mean_shift_warning, self.mean_shift_critical),
             ("failure_rate", self.failure_rate_warning, self.failure_rate_critical),
             ("class_shift", self.class_shift_warning, self.class_shift_critical),
+            ("seam", self.seam_warning, self.seam_critical),
         ]
         for name, low, high in pairs:
             if low > high:
                 raise ValueError(f"{name} thresholds are in the wrong order ({low} > {high})")
+        return self
+
+
+class SegmentParams(Section):
+    """``segment``: how a per-pixel model runs over whole scenes (tile-label models skip it).
+
+    Windows of ``window`` pixels (null: the model's fixed size, else 256) step by
+    ``window - overlap``; overlapping scores are blended with the ``blend`` taper. ``batch``
+    windows go to the model per call (the last call is padded to it, so the model always sees
+    the same batch shape). ``probabilities``: ``winner`` writes the winning class's probability,
+    ``all`` one band per class.
+    """
+
+    window: int | None = Field(None, ge=16, le=4096)
+    overlap: int = Field(64, ge=0, le=2048)
+    blend: Literal["hann", "tukey", "flat"] = "hann"
+    batch: int = Field(8, ge=1, le=1024)
+    probabilities: Literal["winner", "all"] = "winner"
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> SegmentParams:
+        if self.window is not None and 2 * self.overlap > self.window:
+            raise ValueError(f"overlap {self.overlap} is more than half the window {self.window}")
+        if self.overlap % 2:
+            raise ValueError(f"overlap {self.overlap} is odd; expected an even number of pixels")
         return self
 
 
@@ -185,6 +300,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     batch_infer: BatchInferParams = BatchInferParams()
     health: HealthParams = HealthParams()
+    segment: SegmentParams = SegmentParams()
     engine: EngineParams = EngineParams()
 
 

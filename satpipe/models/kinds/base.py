@@ -12,10 +12,18 @@ features of :mod:`satpipe.tiles.features`, in the order of :attr:`Kind.feature_n
 *pixels* (``input == "pixels"``: float32 ``(N, bands, size, size)``). ``predict`` works on a
 batch and returns, per tile, the position of its class in the model's class list and a score
 (what the score means is the kind's to document: a margin, a probability).
+
+A kind's *output* is a class per tile (``"tile"``) or a class per pixel (``"pixels"``, semantic
+segmentation). A per-pixel kind (:class:`PixelKind`) also gives each pixel a probability per class
+(:meth:`PixelKind.scores`), which :mod:`satpipe.inference.segment` blends over whole scenes; its
+``predict`` labels a tile with the majority class of its valid pixels, so every tile-level path
+(batch inference, the service, tile health) works for it unchanged. Stages branch on the output
+type only where the output itself differs (whole-scene rasters, per-pixel scores).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
@@ -23,6 +31,25 @@ from typing import Any, ClassVar, Literal, Protocol
 import numpy as np
 
 from satpipe.core.errors import ModelError
+
+Output = Literal["tile", "pixels"]
+"""What a kind labels: a whole tile, or every pixel."""
+
+
+@dataclass(frozen=True)
+class PixelSample:
+    """Labelled pixels a per-pixel kind is fitted on (a deterministic sample of training tiles).
+
+    Attributes:
+        values: ``(N, C)`` float64, each pixel's value in every band of its scene, in scene order,
+            in the scene's own units (digital numbers).
+        classes: ``(N,)`` int64, each pixel's reference class position in the model's classes.
+        bands: the scene's band names (its band descriptions; ``""`` where a band has none).
+    """
+
+    values: np.ndarray
+    classes: np.ndarray
+    bands: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -35,12 +62,14 @@ class TrainingSet:
         names: the feature names, one per column.
         references: each tile's reference class, or None where it has none.
         classes: the model's class names, in order.
+        pixels: for a per-pixel kind, the labelled pixel sample (None for tile kinds).
     """
 
     features: np.ndarray
     names: tuple[str, ...]
     references: tuple[str | None, ...]
     classes: tuple[str, ...]
+    pixels: PixelSample | None = None
 
     def labelled(self) -> tuple[np.ndarray, np.ndarray]:
         """The labelled tiles' feature rows and class positions (int64).
@@ -79,6 +108,16 @@ class Kind(Protocol):
     @property
     def input(self) -> Literal["features", "pixels"]:
         """What :meth:`predict` takes (a class constant, or per instance as for ONNX graphs)."""
+        ...
+
+    @property
+    def output(self) -> Output:
+        """What the kind labels: ``tile`` or ``pixels`` (see the module docstring)."""
+        ...
+
+    @classmethod
+    def output_for(cls, params: dict[str, Any]) -> Output:
+        """The output a kind fitted with ``params`` will have (before fitting it)."""
         ...
 
     @property
@@ -124,4 +163,53 @@ class Kind(Protocol):
 
     def details(self) -> dict[str, Any]:
         """What ``/model`` shows about the kind (e.g. the threshold)."""
+        ...
+
+
+class PixelKind(Kind, Protocol):
+    """A kind that classifies every pixel (``output == "pixels"``, ``input == "pixels"``).
+
+    Its ``predict`` takes a batch of tiles' pixels, ``(N, C, H, W)`` float32 in *every* band of
+    the scene (NaN marks an invalid pixel), picks its own bands, and returns each tile's majority
+    class among its valid pixels and that class's share of them.
+    """
+
+    @property
+    def window(self) -> int | None:
+        """The window side the model needs (an ONNX graph's fixed size), or None for any."""
+        ...
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        """Each class's display colour, ``#rrggbb``, in class order."""
+        ...
+
+    @property
+    def label_codes(self) -> tuple[tuple[int, ...], ...]:
+        """Each class's reference label codes, in class order (``train.pixels.classes``)."""
+        ...
+
+    def band_indices(self, names: Sequence[str | None], count: int, source: str) -> tuple[int, ...]:
+        """The 0-based bands of a scene with ``count`` bands named ``names`` the model reads.
+
+        Raises:
+            ModelError: the scene lacks a band the model reads, naming both band lists.
+        """
+        ...
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Per-pixel class probabilities of a batch of windows.
+
+        Args:
+            x: ``(N, B, H, W)`` float32, the model's bands (in :meth:`band_indices` order) in the
+                scene's units; NaN marks invalid pixels (the kind fills them; their scores are
+                ignored).
+
+        Returns:
+            ``(N, K, H, W)`` float32 probabilities (each pixel's sum is 1 up to rounding).
+        """
+        ...
+
+    def provenance(self) -> dict[str, str]:
+        """What the outputs' tags record about the run (e.g. the ONNX Runtime version)."""
         ...

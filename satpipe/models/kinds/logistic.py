@@ -47,7 +47,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from satpipe.core.errors import ModelError
-from satpipe.models.kinds.base import TrainingSet
+from satpipe.models.kinds.base import Output, TrainingSet
 from satpipe.models.kinds.logistic_document import SOLVER, check_document, check_params
 from satpipe.models.kinds.logistic_solver import (
     class_scores,
@@ -65,6 +65,7 @@ class LogisticKind:
     name: ClassVar[str] = "logistic"
     schema: ClassVar[int] = 1
     input: ClassVar[Literal["features", "pixels"]] = "features"
+    output: ClassVar[Output] = "tile"
 
     def __init__(
         self,
@@ -117,6 +118,11 @@ class LogisticKind:
     def classes(self) -> tuple[str, ...]:
         """The model's class names, in order."""
         return self._classes
+
+    @classmethod
+    def output_for(cls, params: dict[str, Any]) -> Output:
+        """Always a tile label."""
+        return "tile"
 
     @classmethod
     def fit(cls, train: TrainingSet, params: dict[str, Any], root: Path) -> LogisticKind:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from satpipe.core.errors import ModelError
-from satpipe.models.kinds.base import TrainingSet
+from satpipe.models.kinds.base import Output, TrainingSet
 from satpipe.models.scores import fit_threshold
 
 METHODS = ("mean", "fit")
@@ -29,6 +29,7 @@ class ThresholdKind:
     name: ClassVar[str] = "threshold"
     schema: ClassVar[int] = 1
     input: ClassVar[Literal["features", "pixels"]] = "features"
+    output: ClassVar[Output] = "tile"
 
     threshold: float
     feature: str = "mean_intensity"
@@ -43,6 +44,11 @@ class ThresholdKind:
     def monitored(self) -> str:
         """Drift watches the thresholded feature."""
         return self.feature
+
+    @classmethod
+    def output_for(cls, params: dict[str, Any]) -> Output:
+        """Always a tile label."""
+        return "tile"
 
     @classmethod
     def fit(cls, train: TrainingSet, params: dict[str, Any], root: Path) -> ThresholdKind:
