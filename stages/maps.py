@@ -4,7 +4,10 @@ Usage: ``python -m stages.maps <scenes_dir> <tile_index.json> <predictions.json>
 <maps_dir> <quicklook_dir>``. For each scene with predictions, writes
 ``<maps_dir>/<id>.classes.tif`` and ``<id>.scores.tif`` (Cloud-Optimized GeoTIFFs, one pixel per
 tile position) and ``<quicklook_dir>/<id>.png`` (true colour with the predictions over it, wrongly
-classified tiles outlined).
+classified tiles outlined). For a per-pixel model (``--segments``: the segment stage's output),
+also ``<quicklook_dir>/<id>.classes.png`` (the class raster in the classes' colours) and, for a
+scene with labels, ``<id>.errors.png`` (held-out pixels: correct, false positive, false negative
+of the first class, other mistakes).
 Each directory appears only when all its files are written.
 """
 
@@ -14,14 +17,41 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import cast
 
-from satpipe.core.files import atomic_dir
-from satpipe.core.records import read_index, read_predictions
+from satpipe.core.files import atomic_dir, read_json
+from satpipe.core.records import TileIndex, read_index, read_predictions
+from satpipe.evaluation.pixels import held_out_pixels
 from satpipe.models import model as model_lib
+from satpipe.models.kinds.base import PixelKind
+from satpipe.models.model import Model
 from satpipe.outputs.maps import render_maps
+from satpipe.outputs.mask_quicklook import class_quicklook, error_quicklook
+from satpipe.tiles.index import index_hash
 from stages import _cli
 
 log = logging.getLogger(__name__)
+
+
+def _mask_pictures(args: argparse.Namespace, model: Model, index: TileIndex, look: Path) -> None:
+    """A per-pixel model: each scene's class quick-look and, with labels, its error quick-look."""
+    kind = cast(PixelKind, model.kind)
+    segments = Path(args.segments)
+    index_sha = index_hash(args.index)
+    for listed in read_json(segments / "index.json")["scenes"]:
+        sid, classes = listed["id"], segments / listed["class"]
+        class_quicklook(classes, look / f"{sid}.classes.png", kind.colours, model.classes)
+        scene = index.scenes.get(sid)
+        if scene is None or scene.labels is None:
+            continue
+        held = held_out_pixels(model, index, index_sha, sid)
+        error_quicklook(
+            classes,
+            Path(args.scenes_dir) / scene.labels["file"],
+            kind.label_codes,
+            look / f"{sid}.errors.png",
+            mask=lambda rows, cols, held=held: held.at(rows, cols),
+        )
 
 
 def main(args: argparse.Namespace) -> None:
@@ -33,6 +63,8 @@ def main(args: argparse.Namespace) -> None:
         summaries = render_maps(
             Path(args.scenes_dir), index, predictions, model, maps_tmp, look_tmp
         )
+        if model.output == "pixels" and args.segments is not None:
+            _mask_pictures(args, model, index, look_tmp)
     for sid, summary in summaries.items():
         log.info("maps of %s: %s", sid, summary)
 
@@ -48,4 +80,5 @@ if __name__ == "__main__":
         ("quicklook_dir", "output directory of quick-look PNGs"),
     ]:
         p.add_argument(name, help=text)
+    p.add_argument("--segments", default=None, help="segment stage's output (per-pixel models)")
     sys.exit(_cli.run("maps", main, p.parse_args()))

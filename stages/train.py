@@ -1,7 +1,8 @@
 """Stage train: fit the threshold model on a deterministic subset of the tile index.
 
-Usage: ``python -m stages.train <tile_index.json> <model.json> <metrics.json> <report.json>``;
-reads ``train``.
+Usage: ``python -m stages.train <tile_index.json> <model.json> <metrics.json> <report.json>
+[--scenes <scenes_dir>]``; reads ``train``. A per-pixel kind samples its labelled training pixels
+from the scenes (and their label rasters) in ``<scenes_dir>``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ def main(args: argparse.Namespace) -> None:
     """Fit and write the model, the training report and its metrics."""
     tp = load_params(args.params).train
     index = read_index(args.index)
-    result = train(index, index_hash(args.index), tp, args.index, Path(args.params).parent)
+    scenes = Path(args.scenes) if args.scenes else None
+    root = Path(args.params).parent
+    result = train(index, index_hash(args.index), tp, args.index, root, scenes_dir=scenes)
     write_json(args.model, result.model.to_dict())
     write_json(args.report, result.report)
     write_json(args.metrics, train_metrics(result.report))
@@ -34,4 +37,5 @@ if __name__ == "__main__":
     p.add_argument("model", help="output model JSON")
     p.add_argument("metrics", help="output training metrics JSON (a DVC metrics file)")
     p.add_argument("report", help="output training report JSON")
+    p.add_argument("--scenes", default=None, help="directory of scenes (per-pixel kinds)")
     sys.exit(_cli.run("train", main, p.parse_args()))

@@ -84,12 +84,26 @@ def stage(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.
 STAGES: list[tuple[str, list[str]]] = [
     ("ingest", ["scenes", "scenes.json", "ingest.json", "reports/ingest.json"]),
     ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json", "reports/tile.json"]),
-    ("train", ["index.json", "model.json", "train.json", "reports/train.json"]),
+    ("train", ["index.json", "model.json", "train.json", "reports/train.json", "--scenes", "scenes"]),
+    (
+        "segment",
+        ["model.json", "scenes.json", "scenes", "segments", "reports/segment.json"],
+    ),
     (
         "batch_infer",
         ["model.json", "index.json", "tiles", "predictions.json", "predictions.geojson"],
     ),
-    ("health", ["model.json", "predictions.json", "health.json", "reports/health.json"]),
+    (
+        "health",
+        [
+            "model.json",
+            "predictions.json",
+            "health.json",
+            "reports/health.json",
+            "--segments",
+            "segments",
+        ],
+    ),
     (
         "evaluate",
         [
@@ -99,11 +113,24 @@ STAGES: list[tuple[str, list[str]]] = [
             "evaluate.json",
             "reports/evaluate.json",
             "plots",
+            "--scenes",
+            "scenes",
+            "--segments",
+            "segments",
         ],
     ),
     (
         "maps",
-        ["scenes", "index.json", "predictions.json", "model.json", "maps", "quicklook"],
+        [
+            "scenes",
+            "index.json",
+            "predictions.json",
+            "model.json",
+            "maps",
+            "quicklook",
+            "--segments",
+            "segments",
+        ],
     ),
 ]
 

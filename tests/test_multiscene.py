@@ -194,7 +194,7 @@ def test_duplicate_ids_and_no_inference_scene_are_clear_errors(tmp_path: Path) -
     _params(tmp_path, {"scenes": [{"seed": 4, "width": 200, "height": 150, "role": "train"}]})
     for name, args in STAGES[:3]:
         assert _stage(name, args, tmp_path).returncode == 0
-    result = _stage(*STAGES[3], tmp_path)
+    result = _stage(*next(s for s in STAGES if s[0] == "batch_infer"), tmp_path)
     assert result.returncode == 1
     assert "no scene has the role 'infer' or 'both'" in result.stderr
 

@@ -204,6 +204,13 @@ NESTED_DEFAULTS = {
         "batch": 256,
         "bands": None,
         "size": None,
+        "output": "tile",
+        "scores": "probabilities",
+        "scale": None,
+        "offset": None,
+        "mean": None,
+        "std": None,
+        "provider": "cpu",
     },
 }
 

@@ -140,7 +140,7 @@ class OnnxParams(NestedSection):
     @model_validator(mode="after")
     def _check_output(self) -> OnnxParams:
         if self.output == "tile" and self.classes is None:
-            raise ValueError("{at}.classes is missing (a tile classifier names its output columns)")
+            raise ValueError("a tile classifier names its output columns: {at}.classes is missing")
         if self.output == "pixels" and self.input != "pixels":
             raise ValueError("{at}: output pixels needs input pixels")
         return self

@@ -11,9 +11,22 @@ standard deviation, class fractions). Against it, the inference features give:
 - the mean shift in training standard deviations, ``(mean_inf - mean_ref) / std_ref``;
 - the failure rate, and the largest change in any class's share of predictions.
 
-Each figure is compared with a warning and a critical threshold from ``params.yaml``; the worst
-check sets the status. Figures are rounded to 6 significant digits so the report is byte-stable
-across CPUs whose math libraries differ in the last bit.
+Each figure is compared with a warning and a critical threshold from ``params.yaml``. Statuses
+rank ``healthy`` < ``insufficient data`` < ``warning`` < ``critical`` (:data:`STATUSES`) and the
+worst check sets the status: a judged warning or critical wins; otherwise, if a check could not be
+judged, the status is ``insufficient data``; otherwise ``healthy``.
+
+*Insufficient data*: with fewer than ``health.min_samples`` tiles compared, the drift and
+class-shift checks (PSI, mean shift, class shift) say ``insufficient data`` whatever their value,
+since at that size they are noise (one tile of 7 moves a class share by 0.14). The KS test is the
+exception in one direction: its p-value already accounts for the sample size, so a significant
+result still grades (a scene far off the reference is flagged even with a few tiles), while a
+non-significant one says ``insufficient data`` (no evidence either way). The failure rate is
+always judged. With no tile compared at all the status is at least ``warning`` (the setup leaves
+nothing to monitor). Figures are kept in every case.
+
+Figures are rounded to 6 significant digits so the report is byte-stable across CPUs whose math
+libraries differ in the last bit.
 """
 
 from __future__ import annotations
@@ -26,8 +39,14 @@ from scipy import stats
 
 from satpipe.core.params import HealthParams
 
-_MIN_SAMPLES = 20
-STATUSES = ("healthy", "warning", "critical")
+INSUFFICIENT = "insufficient data"
+STATUSES = ("healthy", INSUFFICIENT, "warning", "critical")
+"""Every status, from best to worst (the order :func:`worst_status` ranks them by)."""
+
+
+def worst_status(statuses: list[str] | tuple[str, ...], default: str = "healthy") -> str:
+    """The worst of ``statuses`` by :data:`STATUSES` order (``default`` when there is none)."""
+    return max(statuses, key=STATUSES.index, default=default)
 
 
 def _r(value: float) -> float:
@@ -65,14 +84,23 @@ def psi(values: np.ndarray, reference: dict[str, Any], bins: int) -> float:
     adds a bounded amount instead of dominating the sum.
     """
     quantiles = np.asarray(reference["quantiles"], dtype=np.float64)
-    positions = [round(k * (len(quantiles) - 1) / bins) for k in range(1, bins)]
-    edges = quantiles[positions]
+    edges = quantiles[psi_positions(len(quantiles), bins)]
     idx = np.searchsorted(edges, values, side="right")
-    counts = np.bincount(idx, minlength=bins)
+    return psi_from_counts(np.bincount(idx, minlength=bins))
+
+
+def psi_positions(levels: int, bins: int) -> list[int]:
+    """Which of ``levels`` reference quantiles cut the ``bins`` PSI bins (``bins - 1`` of them)."""
+    return [round(k * (levels - 1) / bins) for k in range(1, bins)]
+
+
+def psi_from_counts(counts: np.ndarray) -> float:
+    """PSI of values counted in ``len(counts)`` equal-expectation bins (smoothed as :func:`psi`)."""
+    bins, n = len(counts), int(np.sum(counts))
     expected = 1.0 / bins
     total = 0.0
     for count in counts:
-        a = (float(count) + 0.5) / (values.size + 0.5 * bins)
+        a = (float(count) + 0.5) / (n + 0.5 * bins)
         total += (a - expected) * math.log(a / expected)
     return total
 
@@ -81,6 +109,32 @@ def _grade(value: float, warning: float, critical: float, higher_is_worse: bool 
     if higher_is_worse:
         return "critical" if value > critical else "warning" if value > warning else "healthy"
     return "critical" if value < critical else "warning" if value < warning else "healthy"
+
+
+def graded_check(
+    value: float | None,
+    warning: float,
+    critical: float,
+    *,
+    samples: int,
+    min_samples: int,
+    higher_is_worse: bool = True,
+    significant_counts: bool = False,
+) -> dict[str, Any]:
+    """A check: ``{"value", "warning", "critical", "status"}`` (and ``samples`` when too few).
+
+    With ``samples < min_samples`` (or no value) the status is ``insufficient data``; when
+    ``significant_counts`` (a test whose value already accounts for the sample size), a graded
+    warning or critical stands even then, and only a healthy grade becomes insufficient data.
+    """
+    check: dict[str, Any] = {"value": value, "warning": warning, "critical": critical}
+    status = INSUFFICIENT if value is None else _grade(value, warning, critical, higher_is_worse)
+    if samples < min_samples and not (significant_counts and status in ("warning", "critical")):
+        status = INSUFFICIENT
+    if status == INSUFFICIENT:
+        check["samples"], check["min_samples"] = samples, min_samples
+    check["status"] = status
+    return check
 
 
 _ADVICE = {
@@ -141,12 +195,16 @@ def health_report(
             reference_std=_r(reference["std"]),
             class_shift=_r(class_shift),
         )
-        checks["ks_pvalue"] = {
-            "value": figures["ks_pvalue"],
-            "warning": params.ks_pvalue_warning,
-            "critical": params.ks_pvalue_critical,
-            "status": _grade(pvalue, params.ks_pvalue_warning, params.ks_pvalue_critical, False),
-        }
+        n, least = int(values.size), params.min_samples
+        checks["ks_pvalue"] = graded_check(
+            figures["ks_pvalue"],
+            params.ks_pvalue_warning,
+            params.ks_pvalue_critical,
+            samples=n,
+            min_samples=least,
+            higher_is_worse=False,
+            significant_counts=True,
+        )
         limits = {
             "psi": (figures["psi"], params.psi_warning, params.psi_critical),
             "mean_shift": (
@@ -161,17 +219,12 @@ def health_report(
             ),
         }
         for name, (value, warn, crit) in limits.items():
-            checks[name] = {
-                "value": value,
-                "warning": warn,
-                "critical": crit,
-                "status": _grade(value, warn, crit),
-            }
-        if values.size < _MIN_SAMPLES:
+            checks[name] = graded_check(value, warn, crit, samples=n, min_samples=least)
+        if n < least:
             recommendations.append(
-                f"Only {values.size} tiles were compared; drift figures are unreliable below "
-                f"{_MIN_SAMPLES}: use a larger scene, a smaller tile.size or a lower "
-                "train.fraction."
+                f"Only {n} tiles were compared; drift figures are unreliable below "
+                f"{least} (health.min_samples), so those checks say insufficient data: use a "
+                "larger scene, a smaller tile.size or a lower train.fraction."
             )
     else:
         recommendations.append(
@@ -184,10 +237,11 @@ def health_report(
         "critical": params.failure_rate_critical,
         "status": _grade(failure_rate, params.failure_rate_warning, params.failure_rate_critical),
     }
-    worst = max((STATUSES.index(c["status"]) for c in checks.values()), default=0)
-    status = STATUSES[worst] if values.size else max(STATUSES[worst], "warning", key=STATUSES.index)
+    status = worst_status([c["status"] for c in checks.values()])
+    if not values.size:
+        status = worst_status([status, "warning"])
     for name, check in checks.items():
-        if check["status"] != "healthy":
+        if check["status"] in ("warning", "critical"):
             recommendations.append(_ADVICE[name].format(value=check["value"]))
     if status == "healthy" and not recommendations:
         recommendations.append("No action needed: inference data matches the training reference.")

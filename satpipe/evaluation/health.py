@@ -4,7 +4,14 @@ The tiles compared are those not used for training when inference ran on the tra
 (held-out tiles of ``both`` scenes and every tile of ``infer`` scenes), otherwise every inferred
 tile. For each, the model's monitored feature is compared with the reference distribution stored
 in the model (:mod:`satpipe.evaluation.drift`), with the failure rate and the shift in class shares;
-the worst check sets the status, overall and for each scene.
+the worst check sets the status, overall and for each scene. Statuses are ``healthy``,
+``insufficient data`` (fewer than ``health.min_samples`` tiles: the drift checks could not be
+judged and nothing judged is wrong), ``warning`` and ``critical``, in that order of severity.
+
+A per-pixel model (output ``pixels``) is also judged on its whole-scene runs: given the segment
+stage's per-scene summaries, :func:`health_document` adds :func:`satpipe.evaluation.mask_health.
+mask_health`'s report under ``masks`` and the status is the worse of the two (the tile report's
+figures stay at the top level, so every consumer of the tile report reads it unchanged).
 
 The report (:func:`health_document`) holds every figure, check and threshold, overall and per
 scene, with recommendations; its metrics (:func:`health_metrics`) are the status alone, read from
@@ -13,14 +20,16 @@ it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from satpipe.core.errors import ModelError
 from satpipe.core.params import HealthParams
 from satpipe.core.records import PredictionSet, TilePrediction, by_scene, sorted_scene_ids
-from satpipe.evaluation.drift import STATUSES, health_report
+from satpipe.evaluation.drift import INSUFFICIENT, STATUSES, health_report, worst_status
+from satpipe.evaluation.mask_health import mask_health
 from satpipe.models.model import Model
 from satpipe.tiles.index import held_out_filter
 
@@ -42,13 +51,24 @@ def _compare(
     }
 
 
-def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) -> dict[str, Any]:
+def health_document(
+    model: Model,
+    predictions: PredictionSet,
+    hp: HealthParams,
+    summaries: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The health report of a predictions document: status, figures, checks, per scene.
 
     Args:
         model: the model the predictions were made with.
         predictions: the batch-inference run.
         hp: the ``health`` params (warning and critical thresholds).
+        summaries: for a per-pixel model, the segment stage's scene summaries
+            (:func:`satpipe.evaluation.mask_health.scene_summary`); the stage passes them for
+            every per-pixel model (without them the report is the tile report alone).
+
+    Raises:
+        ModelError: summaries given for a tile-label model.
     """
     meta, failed = predictions.metadata, predictions.failures
     same_index = predictions.index_sha256 == model.training["tile_index_sha256"]
@@ -65,15 +85,22 @@ def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) 
     by_status = {
         s: sorted_scene_ids(k for k, v in scenes.items() if v["status"] == s) for s in STATUSES
     }
+    judged = ("warning", "critical")
     worse = [
         sid
         for sid, v in scenes.items()
-        if STATUSES.index(v["status"]) > STATUSES.index(overall["status"])
+        if v["status"] in judged and STATUSES.index(v["status"]) > STATUSES.index(overall["status"])
     ]
     if worse:
         overall["recommendations"].append(
             f"Scenes {', '.join(str(sid) for sid in worse)} look worse than the whole: see "
             "scenes.<id> in this report and inspect them before trusting their predictions."
+        )
+    few = by_status[INSUFFICIENT]
+    if few and overall["status"] != INSUFFICIENT:
+        overall["recommendations"].append(
+            f"Scenes {', '.join(str(sid) for sid in few)} have fewer than {hp.min_samples} "
+            "tiles compared: their drift checks say insufficient data."
         )
     report = {
         "status": overall.pop("status"),
@@ -85,14 +112,23 @@ def health_document(model: Model, predictions: PredictionSet, hp: HealthParams) 
         "scenes_by_status": {s: len(v) for s, v in by_status.items()},
         "thresholds": hp.model_dump(),
     }
+    if summaries is not None:
+        if model.kind.output != "pixels":
+            raise ModelError(
+                "health: scene summaries are for a per-pixel model; this model labels tiles"
+            )
+        masks = mask_health(model, summaries, hp)
+        report["masks"] = masks
+        report["status"] = worst_status([report["status"], masks["status"]])
     return report
 
 
 def health_metrics(report: dict[str, Any]) -> dict[str, Any]:
     """The headline figures of a health report: the health stage's DVC metrics file.
 
-    ``health``: the overall status (``healthy``, ``warning`` or ``critical``), read from the
-    report; the worst check sets it, so it stands for the drift figures in one column. The
+    ``health``: the overall status (``healthy``, ``insufficient data``, ``warning`` or
+    ``critical``), read from the report; the worst check sets it, so it stands for the drift
+    figures (and, for a per-pixel model, the mask checks) in one column. The
     figures, the checks with their thresholds (params, not metrics), the recommendations and the
     scenes stay in the report.
 

@@ -23,7 +23,13 @@ from tqdm import tqdm
 
 from satpipe.core.errors import SatpipeError, TileError
 from satpipe.core.files import sha256_bytes
-from satpipe.core.raster import FileSignature, Raster, decode_tile, read_file_signed
+from satpipe.core.raster import (
+    FileSignature,
+    Raster,
+    decode_tile,
+    read_file_signed,
+    valid_mask,
+)
 from satpipe.core.records import TileEntry, TileFailure, TilePrediction, by_scene
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
@@ -74,6 +80,8 @@ def model_input(raster: Raster, model: Model, name: str) -> ModelInput:
         raise TileError(f"{name}: no valid pixel (all nodata or NaN); cannot compute a feature")
     if model.input == "pixels":
         x = raster.data.astype(np.float32)
+        if model.kind.output == "pixels":  # a per-pixel kind ignores invalid pixels: NaN marks them
+            x[:, ~valid_mask(raster.data, raster.nodata)] = np.nan
     else:
         x = np.array([features[n] for n in model.kind.feature_names], dtype=np.float64)
     return ModelInput(features, basic.valid_fraction, x)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from satpipe.core.errors import ModelError
 from satpipe.core.files import json_digest, read_json
 from satpipe.models.kinds import Kind, TrainingSet, kind_class
+from satpipe.models.kinds.base import Output, PixelKind, PixelSample
 from satpipe.tiles.features import FeatureSpec
 
 MODEL_SCHEMA = 2
@@ -51,6 +52,11 @@ class Model:
     def input(self) -> str:
         """What the model reads: ``features`` (the feature vector) or ``pixels``."""
         return self.kind.input
+
+    @property
+    def output(self) -> Output:
+        """What the model labels: ``tile`` or ``pixels`` (every pixel)."""
+        return self.kind.output
 
     @property
     def monitored(self) -> str:
@@ -116,6 +122,51 @@ def reference_distribution(values: np.ndarray, bins: int) -> dict[str, Any]:
     }
 
 
+def band_name(bands: tuple[str, ...], position: int) -> str:
+    """A scene band's name: its description, or ``band <n>`` (1-based) without one."""
+    return bands[position] or f"band {position + 1}"
+
+
+def sample_predictions(kind: PixelKind, sample: PixelSample) -> np.ndarray | None:
+    """Each sample pixel's predicted class position, or None for a kind with a fixed window.
+
+    The pixels go to :meth:`PixelKind.scores` as one ``(1, B, N, 1)`` window (a per-pixel model
+    without a window sees each pixel alone); the class is the most probable (ties: the first).
+    """
+    if kind.window is not None:
+        return None  # a windowed graph needs spatial context the sample does not keep
+    names = list(sample.bands)
+    columns = list(kind.band_indices(names, len(names), "the training scene"))
+    x = np.ascontiguousarray(sample.values[:, columns].T, dtype=np.float32)[None, :, :, None]
+    return np.argmax(kind.scores(x)[0, :, :, 0], axis=0).astype(np.int64)
+
+
+def pixel_reference(
+    kind: PixelKind, sample: PixelSample, names: tuple[str, ...], bins: int
+) -> dict[str, Any]:
+    """The training reference of a per-pixel model: class shares and band distributions.
+
+    Holds the sample size, the share of the sample the model predicts as each class (absent for
+    a kind with a fixed window, see :func:`sample_predictions`), the share labelled as each, and
+    per band the model reads (by the scene's name) the :func:`reference_distribution` of its
+    values.
+    """
+    n = int(sample.classes.size)
+    labelled = np.bincount(sample.classes, minlength=len(names))
+    out: dict[str, Any] = {"samples": n}
+    predicted = sample_predictions(kind, sample)
+    if predicted is not None:
+        counts = np.bincount(predicted, minlength=len(names))
+        out["class_fractions"] = {c: int(k) / n for c, k in zip(names, counts, strict=True)}
+    out["reference_class_fractions"] = {c: int(k) / n for c, k in zip(names, labelled, strict=True)}
+    bands = list(sample.bands)
+    out["bands"] = {
+        band_name(sample.bands, p): reference_distribution(sample.values[:, p], bins)
+        for p in kind.band_indices(bands, len(bands), "the training scene")
+    }
+    return out
+
+
 def _seal(
     kind: Kind,
     classes: tuple[str, ...],
@@ -172,6 +223,10 @@ def build(
         reference["class_fractions"] = {
             c: int(n) / values.size for c, n in zip(train.classes, counts, strict=True)
         }
+    if kind.output == "pixels" and train.pixels is not None:
+        reference["pixels"] = pixel_reference(
+            cast(PixelKind, kind), train.pixels, train.classes, bins
+        )
     return _seal(kind, tuple(train.classes), feature, reference, training)
 
 
@@ -232,4 +287,12 @@ def load(path: Path | str, root: Path | None = None) -> Model:
     return from_dict(data, str(path), root if root is not None else Path.cwd())
 
 
-__all__ = ["Model", "build", "fit_kind", "from_dict", "load"]
+__all__ = [
+    "Model",
+    "build",
+    "fit_kind",
+    "from_dict",
+    "load",
+    "pixel_reference",
+    "sample_predictions",
+]

@@ -10,12 +10,14 @@ from satpipe.core.errors import ModelError
 from satpipe.models.kinds.base import Kind, TrainingSet
 from satpipe.models.kinds.logistic import LogisticKind
 from satpipe.models.kinds.onnx import OnnxKind
+from satpipe.models.kinds.pixel_logistic import PixelLogisticKind
 from satpipe.models.kinds.threshold import ThresholdKind
 
 KINDS: dict[str, type[Kind]] = {
     ThresholdKind.name: ThresholdKind,
     LogisticKind.name: LogisticKind,
     OnnxKind.name: OnnxKind,
+    PixelLogisticKind.name: PixelLogisticKind,
 }
 
 __all__ = ["KINDS", "Kind", "TrainingSet", "kind_class"]

@@ -1,0 +1,358 @@
+"""Whole-scene segmentation: a per-pixel model over every pixel of a scene, streamed in blocks.
+
+Windows of the model's size tile the whole scene on a fixed grid with a declared overlap, the
+scene reflected at its borders (:mod:`satpipe.inference.stitch` has the grid, the padding, the
+integer taper and the rounding rules). Jobs of one row of windows (or a run of its columns,
+:mod:`satpipe.inference.segment_job`) run on any engine and return integer partial sums; this
+module adds them into a rolling buffer of at most one window's rows and yields each block of
+rows as soon as no later window touches it, so memory does not grow with the scene's height.
+Integer sums do not depend on the order they are added in, so the bytes do not depend on the
+job split, the number of workers or the engine.
+
+Usage (the segment stage)::
+
+    run = SceneSegmentation(model_path, scene, scene_file, settings_for(kind, params), engine)
+    for block in run.blocks():
+        writer.write(block)
+    summary = run.stats
+
+Nodata pixels (invalid input in any of the model's bands) come out as class 255, probability 0
+and ``valid`` False. Windows whose in-scene pixels are all nodata are skipped (counted). NaN or
+infinite pixels outside the nodata mask stop the run with a :class:`SceneError`.
+
+Seams: for every pair of neighbouring windows (side by side or one above the other), over the
+pixels of their overlap that are valid and inside the scene, the run counts the pixels compared
+and those whose per-window argmax differs (``SegmentStats.seam_compared``/``seam_disagree``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from satpipe.core.errors import ModelError
+from satpipe.core.params import SegmentParams
+from satpipe.core.records import SceneRecord, SegmentStats
+from satpipe.engines.engine import Engine
+from satpipe.engines.spec import EngineSpec
+from satpipe.inference.segment_job import (
+    Job,
+    JobContext,
+    JobResult,
+    ModelSource,
+    compare,
+    resolve_kind,
+    run_job,
+)
+from satpipe.inference.stitch import Blend, finalise, origins, taper
+from satpipe.models.kinds.base import PixelKind
+from satpipe.models.model import Model
+
+DEFAULT_WINDOW = 256
+JOB_BYTES = 16 << 20
+"""Auto job width: a job's partial sums stay under this many bytes."""
+BLOCK_ROWS = 128
+"""Finished rows are finalised and yielded at most this many at a time."""
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How a scene is segmented (from ``segment`` in params and the model's window).
+
+    Attributes:
+        window, overlap: window side and overlap, pixels (``overlap`` even, at most half).
+        blend: the taper (``hann``, ``tukey``, ``flat``).
+        batch: windows per model call (the last call padded to it).
+        probabilities: ``winner`` (one probability band) or ``all`` (one per class).
+        columns: windows per job along a row (None: the largest multiple of ``batch`` that
+            keeps a job's sums under 16 MiB, at least ``batch``).
+    """
+
+    window: int
+    overlap: int
+    blend: Blend
+    batch: int
+    probabilities: Literal["winner", "all"] = "winner"
+    columns: int | None = None
+
+    @property
+    def stride(self) -> int:
+        """The step between window origins."""
+        return self.window - self.overlap
+
+    def taper(self) -> tuple[int, ...]:
+        """The 1-D integer taper (:func:`satpipe.inference.stitch.taper`)."""
+        return tuple(int(v) for v in taper(self.blend, self.window, self.overlap))
+
+
+def settings_for(
+    kind: PixelKind, params: SegmentParams, columns: int | None = None
+) -> SegmentSettings:
+    """The settings for running ``kind`` with the ``segment`` params.
+
+    Raises:
+        ModelError: the model's fixed window differs from ``segment.window``, or the overlap
+            is odd or more than half the window.
+    """
+    fixed = kind.window
+    if fixed is not None and params.window is not None and params.window != fixed:
+        raise ModelError(
+            f"segment.window is {params.window} but the model's window is fixed at {fixed}; "
+            "set segment.window to null or to the model's size"
+        )
+    window = params.window or fixed or DEFAULT_WINDOW
+    if params.overlap % 2 or 2 * params.overlap > window:
+        raise ModelError(
+            f"segment.overlap {params.overlap} must be even and at most half the window {window}"
+        )
+    return SegmentSettings(
+        window, params.overlap, params.blend, params.batch, params.probabilities, columns
+    )
+
+
+@dataclass(frozen=True)
+class SegmentBlock:
+    """Finished rows ``[row_off, row_off + rows)`` of a scene's outputs.
+
+    Attributes:
+        row_off: the block's first scene row.
+        classes: uint8 ``(rows, width)``, class positions; 255 at nodata.
+        probabilities: uint8 ``(P, rows, width)``: the winner's (``P = 1``) or every class's
+            probability, ``round_half_up(255 p)``; 0 at nodata.
+        valid: bool ``(rows, width)``.
+    """
+
+    row_off: int
+    classes: np.ndarray
+    probabilities: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class _Tally:
+    """What the run counts as blocks finish."""
+
+    classes: np.ndarray
+    probs: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+    valid: int = 0
+    compared: int = 0
+    disagree: int = 0
+    run: int = 0
+    skipped: int = 0
+    samples: list[np.ndarray] = field(default_factory=list)
+
+
+class SceneSegmentation:
+    """One scene's whole-scene run (see the module docstring).
+
+    Args:
+        source: the model (a :class:`Model`, its kind, or its JSON file's path: a path is what
+            travels to workers, each loading the model once).
+        scene: the scene's record (size, band names, nodata).
+        path: the scene's raster file.
+        settings: from :func:`settings_for`.
+        engine: where jobs run (None: inline, in this process).
+
+    Raises:
+        ModelError: the scene lacks a band the model reads (naming both band lists).
+    """
+
+    def __init__(
+        self,
+        source: Model | ModelSource | Path,
+        scene: SceneRecord,
+        path: Path | str,
+        settings: SegmentSettings,
+        engine: Engine | None = None,
+    ) -> None:
+        if isinstance(source, Model):
+            source = source.kind  # type: ignore[assignment]
+        if isinstance(source, Path):
+            source = str(source)
+        assert not isinstance(source, Model | Path)
+        self.kind = resolve_kind(source)
+        self.scene = scene
+        self.settings = settings
+        self.engine = engine
+        self.bands = self.kind.band_indices(scene.band_descriptions, scene.count, scene.id)
+        names = tuple(
+            scene.band_descriptions[b] if b < len(scene.band_descriptions) else None
+            for b in self.bands
+        )
+        self.band_names = tuple(
+            n or f"band {b + 1}" for n, b in zip(names, self.bands, strict=True)
+        )
+        self.k = len(self.kind.colours)
+        w, o = settings.window, settings.overlap
+        self.ctx = JobContext(
+            source=source,
+            scene_path=str(path),
+            scene_id=scene.id,
+            width=scene.width,
+            height=scene.height,
+            bands=self.bands,
+            nodata=scene.nodata_value,
+            band_names=self.band_names,
+            window=w,
+            overlap=o,
+            batch=settings.batch,
+            classes=self.k,
+            taper=settings.taper(),
+            rows=tuple(int(v) for v in origins(scene.height, w, o)),
+            cols=tuple(int(v) for v in origins(scene.width, w, o)),
+        )
+        self.seconds: dict[str, float] = {"read": 0.0, "model": 0.0, "blend": 0.0, "stitch": 0.0}
+        self._stats: SegmentStats | None = None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What the outputs' tags record: window, overlap, blend, batch and the kind's own."""
+        s = self.settings
+        return {
+            "window": s.window,
+            "overlap": s.overlap,
+            "blend": s.blend,
+            "batch": s.batch,
+            **self.kind.provenance(),
+        }
+
+    @property
+    def stats(self) -> SegmentStats:
+        """What the run saw (available once :meth:`blocks` is exhausted).
+
+        Raises:
+            ModelError: the blocks have not all been read yet.
+        """
+        if self._stats is None:
+            raise ModelError(f"{self.scene.id}: segmentation stats asked for before the run ended")
+        return self._stats
+
+    def jobs(self) -> list[Job]:
+        """The run's jobs, in order: window rows top to bottom, column runs left to right."""
+        s, nx = self.settings, len(self.ctx.cols)
+        per = s.columns
+        if per is None:  # a multiple of the batch, so only a row's last batch is padded
+            fit = (JOB_BYTES // (4 * self.k * s.window) - s.overlap) // max(1, s.stride)
+            per = max(1, fit // s.batch) * s.batch
+        return [
+            Job(k, j0, min(nx, j0 + per))
+            for k in range(len(self.ctx.rows))
+            for j0 in range(0, nx, per)
+        ]
+
+    def blocks(self) -> Iterator[SegmentBlock]:
+        """Run the model over the scene, yielding finished row blocks top to bottom.
+
+        Raises:
+            SceneError: NaN or infinite input pixels outside the nodata mask.
+            ModelError: the model's output shape is not ``(batch, K, W, W)``.
+        """
+        ctx, s = self.ctx, self.settings
+        height, width, nx, ny = ctx.height, ctx.width, len(ctx.cols), len(ctx.rows)
+        tally = _Tally(np.zeros(self.k, dtype=np.int64))
+        acc = np.zeros((self.k, 0, width), dtype=np.int32)
+        wsum = np.zeros((0, width), dtype=np.int32)
+        buf0 = emitted = 0
+        prev_bottom: list[np.ndarray | None] = [None] * nx
+        bottom: list[np.ndarray | None] = [None] * nx
+        last_right: np.ndarray | None = None
+        samples: list[tuple[np.ndarray, np.ndarray]] = []
+        with ExitStack() as stack:
+            engine = self.engine or stack.enter_context(Engine(EngineSpec(workers=1)))
+            for res in engine.map(partial(run_job, ctx), self.jobs()):
+                t = time.perf_counter()
+                for key, value in res.seconds.items():
+                    self.seconds[key] += value
+                job, y = res.job, ctx.rows[res.job.k]
+                if job.j0 == 0:  # a new window row: move the buffer down to its rows
+                    start, stop = max(0, y), min(height, y + s.window)
+                    new_acc = np.zeros((self.k, stop - start, width), dtype=np.int32)
+                    new_wsum = np.zeros((stop - start, width), dtype=np.int32)
+                    keep = buf0 + wsum.shape[0] - start
+                    if keep > 0:
+                        new_acc[:, :keep] = acc[:, start - buf0 :]
+                        new_wsum[:keep] = wsum[start - buf0 :]
+                    acc, wsum, buf0 = new_acc, new_wsum, start
+                    bottom, last_right, samples = [None] * nx, None, []
+                self._add(res, acc, wsum, buf0, tally)
+                if job.j0 > 0:
+                    c, d = compare(last_right, res.left)
+                    tally.compared, tally.disagree = tally.compared + c, tally.disagree + d
+                last_right = res.right
+                for j in range(job.j0, job.j1):
+                    c, d = compare(prev_bottom[j], res.top[j - job.j0])
+                    tally.compared, tally.disagree = tally.compared + c, tally.disagree + d
+                    bottom[j] = res.bottom[j - job.j0]
+                samples.append((res.sample, res.sample_valid))
+                self.seconds["stitch"] += time.perf_counter() - t
+                if job.j1 < nx:
+                    continue
+                prev_bottom = bottom
+                values = np.concatenate([v for v, _ in samples], axis=1)
+                mask = np.concatenate([m for _, m in samples], axis=1)
+                tally.samples.append(values[mask])
+                end = height if job.k == ny - 1 else min(height, ctx.rows[job.k + 1])
+                for a in range(emitted, end, BLOCK_ROWS):
+                    b = min(end, a + BLOCK_ROWS)
+                    t = time.perf_counter()
+                    block = self._finish(
+                        acc[:, a - buf0 : b - buf0], wsum[a - buf0 : b - buf0], a, tally
+                    )
+                    self.seconds["stitch"] += time.perf_counter() - t
+                    yield block
+                emitted = end
+        self._stats = SegmentStats(
+            scene=self.scene.id,
+            width=width,
+            height=height,
+            valid_pixels=tally.valid,
+            class_counts=tally.classes,
+            probability_counts=tally.probs,
+            seam_compared=tally.compared,
+            seam_disagree=tally.disagree,
+            windows=tally.run,
+            windows_skipped=tally.skipped,
+            band_sample=(
+                np.concatenate(tally.samples)
+                if tally.samples
+                else np.zeros((0, len(self.bands)), dtype=np.float64)
+            ),
+            band_names=self.band_names,
+        )
+
+    def _add(
+        self, res: JobResult, acc: np.ndarray, wsum: np.ndarray, buf0: int, tally: _Tally
+    ) -> None:
+        """Add a job's partial sums into the buffer, and its counts into the tally."""
+        rows, cols = res.wsum.shape
+        r = res.row0 - buf0
+        acc[:, r : r + rows, res.col0 : res.col0 + cols] += res.acc
+        wsum[r : r + rows, res.col0 : res.col0 + cols] += res.wsum
+        tally.run += res.run
+        tally.skipped += res.skipped
+        tally.compared += res.compared
+        tally.disagree += res.disagree
+
+    def _finish(
+        self, acc: np.ndarray, wsum: np.ndarray, row_off: int, tally: _Tally
+    ) -> SegmentBlock:
+        """Finalise finished rows into a block, counting classes and winner bytes."""
+        every = self.settings.probabilities == "all"
+        classes, probs, valid = finalise(acc, wsum, every)
+        winner = probs[0]
+        if every:
+            winner = np.take_along_axis(probs, np.minimum(classes, self.k - 1)[None], axis=0)[0]
+        tally.valid += int(np.count_nonzero(valid))
+        tally.classes += np.bincount(classes[valid], minlength=self.k)[: self.k]
+        tally.probs += np.bincount(winner[valid], minlength=256)
+        return SegmentBlock(row_off, classes, probs, valid)
+
+
+__all__ = ["SceneSegmentation", "SegmentBlock", "SegmentSettings", "settings_for"]
