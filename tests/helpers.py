@@ -84,7 +84,10 @@ def stage(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.
 STAGES: list[tuple[str, list[str]]] = [
     ("ingest", ["scenes", "scenes.json", "ingest.json", "reports/ingest.json"]),
     ("tile", ["scenes", "scenes.json", "tiles", "index.json", "tile.json", "reports/tile.json"]),
-    ("train", ["index.json", "model.json", "train.json", "reports/train.json", "--scenes", "scenes"]),
+    (
+        "train",
+        ["index.json", "model.json", "train.json", "reports/train.json", "--scenes", "scenes"],
+    ),
     (
         "segment",
         ["model.json", "scenes.json", "scenes", "segments", "reports/segment.json"],

@@ -185,3 +185,129 @@ def not_onnx(path: Path | str, size: int = 512, seed: int = 0) -> Path:
     path = Path(path)
     path.write_bytes(np.random.default_rng(seed).bytes(size))
     return path
+
+
+# --- per-pixel (segmentation) graphs: (N, C, H, W) float32 in, (N, K, H, W) scores out ---------
+
+
+def _conv(name: str, x: str, w: np.ndarray, *, pad: int) -> tuple[onnx.NodeProto, list]:
+    """A Conv node ``x * w + b`` (``w`` of shape (out, in, k, k), zero bias) and its weights."""
+    init = [
+        helper.make_tensor(f"{name}_w", TensorProto.FLOAT, w.shape, w.ravel().tolist()),
+        helper.make_tensor(f"{name}_b", TensorProto.FLOAT, [w.shape[0]], [0.0] * w.shape[0]),
+    ]
+    node = helper.make_node(
+        "Conv",
+        [x, f"{name}_w", f"{name}_b"],
+        [name],
+        pads=[pad] * 4,
+        kernel_shape=list(w.shape[2:]),
+    )
+    return node, init
+
+
+def segment_graph(
+    path: Path | str,
+    bands: int | None,
+    classes: int,
+    *,
+    size: int | None = None,
+    batch_dim: str | int = "N",
+    softmax: bool = False,
+    hidden: int = 8,
+    layers: int = 2,
+    seed: int = 0,
+    elem: int = TensorProto.FLOAT,
+) -> Path:
+    """A small fully convolutional segmenter, ``(N, bands, H, W)`` -> ``(N, classes, H, W)``.
+
+    ``layers`` 3x3 convolutions (pad 1) with ReLU, then a 1x1 convolution to ``classes``
+    channels (logits), optionally a Softmax over axis 1. The output is named ``scores``.
+
+    Args:
+        path: where to write the model.
+        bands: the input's channel count (None: dynamic, the graph still needs ``bands`` weights,
+            so a dynamic-band graph is built for 3 bands).
+        classes: K, the output channels.
+        size: a fixed window side (H = W), or None for dynamic H and W.
+        batch_dim: the batch dimension (a name, or a number for a fixed batch).
+        softmax: end in ``Softmax(axis=1)`` (probabilities) instead of logits.
+        hidden: the width of the 3x3 stack.
+        layers: its depth.
+        seed: seeds the weights (normal, scaled by 1/sqrt(fan-in)).
+        elem: the input's element type; anything but float is cast to float first.
+    """
+    rng = np.random.default_rng(seed)
+    width = bands or 3
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    x = "pixels"
+    if elem != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["pixels"], ["pixels_f"], to=TensorProto.FLOAT))
+        x = "pixels_f"
+    channels = width
+    for i in range(layers):
+        w = (rng.standard_normal((hidden, channels, 3, 3)) / np.sqrt(9 * channels)).astype(
+            np.float32
+        )
+        node, init = _conv(f"conv{i}", x, w, pad=1)
+        nodes += [node, helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"])]
+        inits += init
+        x, channels = f"relu{i}", hidden
+    w = (rng.standard_normal((classes, channels, 1, 1)) / np.sqrt(channels)).astype(np.float32)
+    node, init = _conv("head", x, w, pad=0)
+    nodes.append(node)
+    inits += init
+    out = "head"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["head"], ["probabilities"], axis=1))
+        out = "probabilities"
+    nodes.append(helper.make_node("Identity", [out], ["scores"]))
+    h = size or "height"
+    w_ = size or "width"
+    graph = helper.make_graph(
+        nodes,
+        "segment",
+        [helper.make_tensor_value_info("pixels", elem, [batch_dim, bands or "bands", h, w_])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch_dim, classes, h, w_])],
+        inits,
+    )
+    return _save(graph, path)
+
+
+def identity_pixels_graph(path: Path | str, bands: int, size: int | None = None) -> Path:
+    """A 1x1 convolution with identity weights: ``(N, bands, H, W)`` -> the same values.
+
+    Declared ``scores: probabilities``, the kind returns exactly what the graph was fed, which
+    shows the normalisation the kind applies.
+    """
+    w = np.eye(bands, dtype=np.float32).reshape(bands, bands, 1, 1)
+    node, init = _conv("scores", "pixels", w, pad=0)
+    dims: list[str | int] = ["N", bands, size or "height", size or "width"]
+    graph = helper.make_graph(
+        [node],
+        "identity_pixels",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, dims)],
+        init,
+    )
+    return _save(graph, path)
+
+
+def pooled_output_graph(path: Path | str, bands: int, classes: int) -> Path:
+    """A segmenter whose output is pooled to ``(N, K)``: one score per tile, not per pixel."""
+    w = np.ones((classes, bands, 1, 1), dtype=np.float32)
+    node, init = _conv("head", "pixels", w, pad=0)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [0, -1])
+    graph = helper.make_graph(
+        [
+            node,
+            helper.make_node("GlobalAveragePool", ["head"], ["pooled"]),
+            helper.make_node("Reshape", ["pooled", "shape"], ["scores"]),
+        ],
+        "pooled_output",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", bands, "h", "w"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", classes])],
+        [*init, shape],
+    )
+    return _save(graph, path)

@@ -194,6 +194,11 @@ class ToyKind:
     name: ClassVar[str] = "toy"
     schema: ClassVar[int] = 1
     input: ClassVar[Literal["features", "pixels"]] = "features"
+    output: ClassVar[Literal["tile", "pixels"]] = "tile"
+
+    @classmethod
+    def output_for(cls, params: dict[str, Any]) -> Literal["tile", "pixels"]:
+        return "tile"
 
     @property
     def feature_names(self) -> tuple[str, ...]:

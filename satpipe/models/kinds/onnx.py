@@ -30,7 +30,12 @@ input types are accepted, for features and for pixels (float32 pixels are widene
 the output may be float32 or float64.
 
 The file is read, checked and run through :mod:`satpipe.models.kinds.onnx_graph`, which holds the
-params' spec, the graph's declared interface and the per-process session cache.
+params' spec, the graph's declared interface, the pinned session options and the per-process
+session cache (one session per file content and ``provider``: ``cpu``, or ``cuda`` where the GPU
+build of ONNX Runtime is installed).
+
+``output: pixels`` makes it a :class:`~satpipe.models.kinds.base.PixelKind`, a segmentation graph
+(classes: ``params["pixels"]``, i.e. ``train.pixels``), checked and run by ``onnx_pixels``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ import numpy as np
 
 from satpipe.core.errors import ModelError
 from satpipe.core.files import sha256_bytes
-from satpipe.models.kinds.base import TrainingSet
+from satpipe.models.kinds import onnx_pixels as px
+from satpipe.models.kinds.base import Output, TrainingSet
 from satpipe.models.kinds.onnx_graph import (
     AT,
     INPUT_TYPES,
@@ -55,7 +61,9 @@ from satpipe.models.kinds.onnx_graph import (
     Spec,
     check_pin,
     inspect_graph,
+    output_of,
     parse_spec,
+    provenance,
     read_model,
     session_for,
 )
@@ -79,6 +87,7 @@ class OnnxKind:
 
     name: ClassVar[str] = "onnx"
     schema: ClassVar[int] = 1
+    _px: px.PixelModel | None = None  # output pixels: the checked per-pixel graph
 
     def __init__(self, *, path: str, file: Path, sha256: str, spec: Spec, graph: Graph) -> None:
         self._path = path
@@ -86,6 +95,16 @@ class OnnxKind:
         self._sha256 = sha256
         self._spec = spec
         self._graph = graph
+
+    @property
+    def output(self) -> Output:
+        """What the kind labels: ``"tile"`` or ``"pixels"`` (per instance, from ``params``)."""
+        return self._spec.output
+
+    @classmethod
+    def output_for(cls, params: dict[str, Any]) -> Output:
+        """``params``' ``output`` (``tile`` when unset); a ModelError if it is something else."""
+        return output_of(params)
 
     @property
     def input(self) -> Literal["features", "pixels"]:
@@ -120,7 +139,39 @@ class OnnxKind:
     @property
     def session(self) -> onnxruntime.InferenceSession:
         """This process's session for the file's content (created on first use, then shared)."""
-        return session_for(self._file, self._sha256)
+        return session_for(self._file, self._sha256, self._spec.provider)
+
+    @property
+    def batch(self) -> int | None:
+        """A per-pixel graph's fixed batch N (feed exactly that many windows), else None."""
+        return self._px.graph.batch if self._px else None
+
+    @property
+    def window(self) -> int | None:
+        """A per-pixel graph's window: its fixed H (= W), else ``size``, else None (any)."""
+        return self._px.graph.window if self._px else None
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        """Per-pixel output: each class's colour (``#rrggbb``); empty for tile output."""
+        return self._px.spec.classes.colours if self._px else ()
+
+    @property
+    def label_codes(self) -> tuple[tuple[int, ...], ...]:
+        """Per-pixel output: each class's reference label codes; empty for tile output."""
+        return self._px.spec.classes.codes if self._px else ()
+
+    def band_indices(self, names: Any, count: int, source: str) -> tuple[int, ...]:
+        """The 0-based bands of a scene the graph reads; a ModelError if the scene lacks one."""
+        return px.need(self._px, self._file).band_indices(names, count, source)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, K, H, W)`` float32 of windows ``(N, C, H, W)`` (see onnx_pixels)."""
+        return px.need(self._px, self._file).run(self.session, self._file, x)
+
+    def provenance(self) -> dict[str, str]:
+        """ONNX Runtime's version, the provider and the pinned session settings."""
+        return provenance(self._spec.provider)
 
     @classmethod
     def fit(cls, train: TrainingSet, params: dict[str, Any], root: Path) -> OnnxKind:
@@ -145,23 +196,32 @@ class OnnxKind:
         if not isinstance(raw_path, str | os.PathLike) or not str(raw_path):
             raise ModelError(f"{AT}.path is {raw_path!r}; expected the path of the .onnx file")
         file = Path(os.path.abspath(Path(root) / raw_path))
-        classes = params.get("classes", list(train.classes))
-        spec = parse_spec(params, str(file), classes=classes)
-        if spec.classes != tuple(train.classes):
-            raise ModelError(
-                f"{file}: {AT}.classes are {list(spec.classes)}; expected the model's classes "
-                f"{list(train.classes)} in that order"
-            )
+        model = None
+        if output_of(params, str(file)) == "pixels":  # a segmentation graph: see onnx_pixels
+            spec, sha256, model = px.fitted(train, params, file)
+            graph = model.tile_graph()
+        else:
+            classes = params.get("classes", list(train.classes))
+            spec = parse_spec(params, str(file), classes=classes)
+            if spec.classes != tuple(train.classes):
+                raise ModelError(
+                    f"{file}: {AT}.classes are {list(spec.classes)}; expected the model's classes "
+                    f"{list(train.classes)} in that order"
+                )
+            data = read_model(file)
+            sha256 = sha256_bytes(data)
+            graph = inspect_graph(file, sha256, data, spec)
         relative = PurePosixPath(Path(os.path.relpath(file, os.path.abspath(root))).as_posix())
-        data = read_model(file)
-        sha256 = sha256_bytes(data)
-        graph = inspect_graph(file, sha256, data, spec)
         kind = cls(path=str(relative), file=file, sha256=sha256, spec=spec, graph=graph)
+        kind._px = model
         kind._smoke_test(train)
         return kind
 
     def _smoke_test(self, train: TrainingSet) -> None:
         """Run the graph once: on the training features, or on two blank tiles for pixels."""
+        if self._px is not None:
+            self._px.smoke_test(self.session, self._file)
+            return
         if self.input == "pixels":
             if self._graph.bands is None or self._graph.size is None:
                 log.info("%s: tile shape not declared; no smoke test run", self._file)
@@ -208,6 +268,9 @@ class OnnxKind:
             ModelError: ``x`` has the wrong shape, or the graph's output is not one score per
                 class or holds NaN.
         """
+        if self._px is not None:  # per-pixel output: majority of valid pixels, by tile
+            step = self._px.graph.batch or self._spec.batch
+            return self._px.predict(self.session, self._file, np.asarray(x, np.float32), step)
         x = np.asarray(x)
         self._check_batch_shape(x.shape)
         n = x.shape[0]
@@ -254,7 +317,10 @@ class OnnxKind:
 
     def to_dict(self) -> dict[str, Any]:
         """The kind's document: the relative path, the pinned sha256 and the checked facts."""
-        return {
+        if self._px is not None:
+            head = {"path": self._path, "sha256": self._sha256, "input": "pixels"}
+            return {**head, **self._px.to_dict(self._spec)}
+        doc = {
             "path": self._path,
             "sha256": self._sha256,
             "input": self.input,
@@ -267,6 +333,9 @@ class OnnxKind:
             "input_name": self._graph.input_name,
             "output_name": self._graph.output_name,
         }
+        if self._spec.provider != "cpu":  # documents of CPU models stay as they were
+            doc["provider"] = self._spec.provider
+        return doc
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str, root: Path | None) -> OnnxKind:
@@ -300,6 +369,11 @@ class OnnxKind:
                 "root directory to resolve it against"
             )
         file = Path(os.path.abspath(Path(root or "") / path))
+        if data.get("output") == "pixels":
+            model, spec = px.from_document(data, source, file, pinned)
+            kind = cls(path=path, file=file, sha256=pinned, spec=spec, graph=model.tile_graph())
+            kind._px = model
+            return kind
         spec = parse_spec(data, source, classes=data["classes"])
         content = read_model(file)
         check_pin(file, sha256_bytes(content), pinned)
@@ -313,21 +387,14 @@ class OnnxKind:
         return cls(path=path, file=file, sha256=pinned, spec=spec, graph=graph)
 
     def details(self) -> dict[str, Any]:
-        """What ``/model`` shows: path, sha256, input, features and classes."""
+        """What ``/model`` shows: path, sha256, input, features, classes (and output, provider)."""
         doc = self.to_dict()
-        return {key: doc[key] for key in ("path", "sha256", "input", "features", "classes")}
+        keys = ["path", "sha256", "input", "features", "classes"]
+        keys += ["output", "provider", "size"] if self._px is not None else []
+        return {key: doc[key] for key in keys}
 
 
 _DOC_KEYS = [
-    "path",
-    "sha256",
-    "input",
-    "features",
-    "classes",
-    "batch",
-    "bands",
-    "size",
-    "opset",
-    "input_name",
-    "output_name",
+    *("path", "sha256", "input", "features", "classes", "batch", "bands", "size", "opset"),
+    *("input_name", "output_name"),
 ]
