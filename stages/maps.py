@@ -21,7 +21,7 @@ from typing import cast
 
 from satpipe.core.files import atomic_dir, read_json
 from satpipe.core.records import TileIndex, read_index, read_predictions
-from satpipe.evaluation.pixels import held_out_pixels
+from satpipe.evaluation.held_out import held_out_pixels
 from satpipe.models import model as model_lib
 from satpipe.models.kinds.base import PixelKind
 from satpipe.models.model import Model

@@ -60,6 +60,8 @@ def test_lock_pins_the_evaluation_and_the_maps(clone: Path) -> None:
         "data/plots/confusion.json",
         "data/plots/threshold_curve.json",
         "data/plots/feature_histogram.json",
+        "data/plots/confusion_pixels.json",
+        "data/plots/class_iou.json",
         "data/maps",
         "data/quicklook",
     }

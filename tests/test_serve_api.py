@@ -79,6 +79,16 @@ def test_model_reports_the_lock_entry_params_reference_and_versions(
         "method": "mean",
         "logistic": {"features": None, "l2": 1.0, "iterations": 500},
         "onnx": None,
+        "pixels": {
+            "classes": [
+                {"name": "water", "codes": [1], "colour": "#1f78b4"},
+                {"name": "vegetation", "codes": [2], "colour": "#33a02c"},
+                {"name": "soil", "codes": [3], "colour": "#b15928"},
+                {"name": "cloud", "codes": [4], "colour": "#f0f0f0"},
+            ],
+            "samples": 20000,
+        },
+        "pixel_logistic": {"features": ["bands", "ndwi", "ndvi"], "l2": 1.0, "iterations": 100},
         "fraction": 0.7,
         "seed": 0,
         "histogram_bins": 20,

@@ -12,6 +12,7 @@ colour, shared by the class maps and the quick-looks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from satpipe.core.errors import ModelError
@@ -65,3 +66,17 @@ def code_of(prediction: str, codes: dict[str, int], tile: str) -> int:
             f"expected one of {list(codes)}"
         )
     return codes[prediction]
+
+
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """A ``#rrggbb`` colour (as ``train.pixels.classes`` declares them) as an RGB triple.
+
+    Raises:
+        ValueError: ``text`` is not ``#rrggbb``.
+    """
+    if not _HEX_COLOUR.match(text):
+        raise ValueError(f"colour {text!r}: expected #rrggbb")
+    return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)

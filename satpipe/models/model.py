@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from satpipe.core.classes import class_colour, parse_colour
 from satpipe.core.errors import ModelError
 from satpipe.core.files import json_digest, read_json
 from satpipe.models.kinds import Kind, TrainingSet, kind_class
@@ -57,6 +58,14 @@ class Model:
     def output(self) -> Output:
         """What the model labels: ``tile`` or ``pixels`` (every pixel)."""
         return self.kind.output
+
+    @property
+    def colours(self) -> tuple[tuple[int, int, int], ...]:
+        """Each class's display colour: a per-pixel model's declared ones, else the defaults."""
+        declared = getattr(self.kind, "colours", None) if self.output == "pixels" else None
+        if declared:
+            return tuple(parse_colour(c) for c in declared)
+        return tuple(class_colour(name, i) for i, name in enumerate(self.classes))
 
     @property
     def monitored(self) -> str:

@@ -135,11 +135,17 @@ def aux_path(path: Path | str) -> Path:
 
 
 def write_class_cog(
-    path: Path | str, array: np.ndarray, grid: CogGrid, crs: CRS | None, classes: Sequence[str]
+    path: Path | str,
+    array: np.ndarray,
+    grid: CogGrid,
+    crs: CRS | None,
+    classes: Sequence[str],
+    colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> list[Path]:
     """Write the class map as a styled COG and its category names as ``<path>.aux.xml``.
 
-    The colour table gives each class its :func:`class_colour` and code 0 (nodata) transparent
+    The colour table gives each class its colour (``colours``, by default :func:`class_colour`)
+    and code 0 (nodata) transparent
     black; a TIFF palette has no alpha, but GDAL reports the nodata entry as transparent.
 
     Returns:
@@ -149,7 +155,7 @@ def write_class_cog(
     class_codes(classes)
     colormap = {0: (0, 0, 0, 0)}
     for i, name in enumerate(classes):
-        colormap[i + 1] = (*class_colour(name, i), 255)
+        colormap[i + 1] = (*(colours[i] if colours else class_colour(name, i)), 255)
     tags = {f"CLASS_{i + 1}": name for i, name in enumerate(classes)}
     tags.update(CLASS_0=NO_TILE, TILE_SIZE=str(grid.size), TILE_STRIDE=str(grid.stride))
     _write_cog(

@@ -203,6 +203,7 @@ def write_scene_maps(
     references: Mapping[str, str | None],
     tiling: Tiling,
     classes: Sequence[str],
+    colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> dict[str, Any]:
     """Write a scene's class map, score map and quick-look.
 
@@ -219,6 +220,7 @@ def write_scene_maps(
         references: each tile's reference class (None or absent: no reference), by tile id.
         tiling: the tile ``size`` and ``stride`` the scene was cut with.
         classes: the model's classes, in order.
+        colours: their display colours (None: :func:`satpipe.core.classes.class_colour`).
 
     Returns:
         A summary for the log: file names, map shape, quick-look shape, bands and stretch.
@@ -235,10 +237,18 @@ def write_scene_maps(
     classes_tif = maps_dir / f"{scene_id}.classes.tif"
     scores_tif = maps_dir / f"{scene_id}.scores.tif"
     png = ql_dir / f"{scene_id}.png"
-    written = write_class_cog(classes_tif, class_map(grid, records, classes), grid, crs, classes)
+    written = write_class_cog(
+        classes_tif, class_map(grid, records, classes), grid, crs, classes, colours
+    )
     write_score_cog(scores_tif, score_map(grid, records), grid, crs)
     look = quicklook(
-        preview_path, records, transform, classes, references, nodata=scene_meta.nodata_value
+        preview_path,
+        records,
+        transform,
+        classes,
+        references,
+        nodata=scene_meta.nodata_value,
+        colours=colours,
     )
     write_bytes_atomic(png, encode_png(look.rgb))
     summary = {
@@ -316,6 +326,7 @@ def render_maps(
             references,
             grid,
             model.classes,
+            model.colours,
         )
     return summaries
 

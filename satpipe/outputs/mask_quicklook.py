@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from satpipe.core.classes import parse_colour
 from satpipe.core.files import write_bytes_atomic
 from satpipe.outputs.quicklook import _chunk, _deflate_rows
-from satpipe.outputs.segmentation import CLASS_NODATA, parse_colour
+from satpipe.outputs.segmentation import CLASS_NODATA
 
 MAX_SIDE = 1024
 STRIP = 512

@@ -147,6 +147,7 @@ def quicklook(
     references: Mapping[str, str | None] | None = None,
     *,
     nodata: float | None = None,
+    colours: Sequence[tuple[int, int, int]] | None = None,
 ) -> QuickLook:
     """Render a scene's quick-look from its preview raster and its tile records.
 
@@ -165,6 +166,7 @@ def quicklook(
         classes: the model's classes, in order.
         references: each tile's reference class, by tile id (absent or None: no reference).
         nodata: the scene's nodata value, if it overrides the preview's own.
+        colours: the classes' display colours (None: :func:`satpipe.core.classes.class_colour`).
 
     Raises:
         ModelError: a record's prediction is not one of ``classes``.
@@ -197,9 +199,9 @@ def quicklook(
         c0, c1 = _span(win.col_off, win.width, factor, cols)
         label[r0:r1, c0:c1] = code_of(rec.prediction, codes, rec.id)
         spans.append((r0, r1, c0, c1))
-    palette = np.array(
-        [(0, 0, 0)] + [class_colour(name, i) for i, name in enumerate(classes)], dtype=np.int32
-    )
+    if colours is None:
+        colours = [class_colour(name, i) for i, name in enumerate(classes)]
+    palette = np.array([(0, 0, 0), *colours], dtype=np.int32)
     tinted = label > 0
     blend = rgb[tinted].astype(np.int32) * (256 - OVERLAY_ALPHA)
     blend += palette[label[tinted]] * OVERLAY_ALPHA + 128

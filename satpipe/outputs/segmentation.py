@@ -12,8 +12,8 @@ Class COG: uint8, codes ``0..K-1`` = the model's classes in order, nodata :data:
 (255); an embedded colour table from the classes' ``#rrggbb`` colours (255 transparent); class
 names as GDAL category names (PAM sidecar ``<file>.aux.xml``, which QGIS reads, as in
 :mod:`satpipe.outputs.cog`) and as tags ``CLASS_<code>=<name>``; overviews ``NEAREST``, set
-explicitly (GDAL would otherwise average codes into codes of no class). NEAREST, not MODE: a
-NEAREST overview pixel is a real scene pixel, the same one the winner-probability overview holds.
+explicitly rather than left to GDAL's default for the driver. NEAREST, not MODE: a NEAREST
+overview pixel is a real scene pixel, the same one the winner-probability overview holds.
 
 Probability COG, ``winner``: one band, the winning class's byte ``round_half_up(255 p)`` (the
 runner computes it), nodata :data:`WINNER_NODATA` (0: the winner's probability is at least 1/K,
@@ -49,6 +49,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
+from satpipe.core.classes import parse_colour
 from satpipe.core.files import TEMP_MARK, remove_stale_temps
 from satpipe.outputs.cog import aux_path, category_names_xml
 
@@ -68,7 +69,6 @@ _COG_OPTIONS: dict[str, Any] = dict(
 )
 _COG_OPTIONS["bigtiff"] = "IF_SAFER"
 _TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class SegmentGrid(Protocol):
@@ -96,7 +96,7 @@ class SegmentGrid(Protocol):
 
 
 class SegmentArrays(Protocol):
-    """One block of rows, as the runner yields it.
+    """One block of rows, as the runner yields it (``SegmentBlock``).
 
     ``classes``: ``(rows, width)`` uint8 class positions; ``probabilities``: ``(P, rows, width)``
     uint8, ``round_half_up(255 p)``, P = 1 (the winner's) or K (every class's); ``valid``:
@@ -104,35 +104,13 @@ class SegmentArrays(Protocol):
     """
 
     @property
-    def row_off(self) -> int:
-        """The block's first scene row."""
-        ...
-
+    def row_off(self) -> int: ...  # noqa: D102 - described above
     @property
-    def classes(self) -> np.ndarray:
-        """``(rows, width)`` uint8."""
-        ...
-
+    def classes(self) -> np.ndarray: ...  # noqa: D102
     @property
-    def probabilities(self) -> np.ndarray:
-        """``(P, rows, width)`` uint8."""
-        ...
-
+    def probabilities(self) -> np.ndarray: ...  # noqa: D102
     @property
-    def valid(self) -> np.ndarray:
-        """``(rows, width)`` bool."""
-        ...
-
-
-def parse_colour(text: str) -> tuple[int, int, int]:
-    """``#rrggbb`` as an RGB triple.
-
-    Raises:
-        ValueError: ``text`` is not ``#rrggbb``.
-    """
-    if not _COLOUR.match(text):
-        raise ValueError(f"colour {text!r}: expected #rrggbb")
-    return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
+    def valid(self) -> np.ndarray: ...  # noqa: D102
 
 
 def class_colormap(colours: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
