@@ -92,6 +92,19 @@ class PositionKind(PointKind):
 
 
 @dataclass
+class BatchKind(PointKind):
+    """Scores shift with the mean of the whole batch and with the slot: only fixed batches agree."""
+
+    calls: int = 0
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        f = self.features(x)
+        slot = np.arange(len(x), dtype=np.float32).reshape(-1, 1, 1, 1)
+        return self.head(f + f.mean(axis=(0, 2, 3), keepdims=True) * np.float32(0.3) + slot)
+
+
+@dataclass
 class WrongShapeKind(PointKind):
     def scores(self, x: np.ndarray) -> np.ndarray:
         return super().scores(x)[:, :3]
@@ -155,7 +168,7 @@ def _settings(window: int = 32, overlap: int = 8, **kw: object) -> SegmentSettin
         blend=kw.pop("blend", "hann"),  # type: ignore[arg-type]
         batch=kw.pop("batch", 5),  # type: ignore[arg-type]
         probabilities=kw.pop("probabilities", "winner"),  # type: ignore[arg-type]
-        columns=kw.pop("columns", None),  # type: ignore[arg-type]
+        job_windows=kw.pop("job_windows", None),  # type: ignore[arg-type]
     )
 
 
@@ -204,15 +217,15 @@ def test_pointwise_model_equals_whole_scene(scene, window: int, overlap: int, bl
     assert run.stats.seam_compared > 0 or overlap == 0 or window > WIDTH  # one window
 
 
-def test_bytes_do_not_depend_on_job_split_or_engine(scene) -> None:
-    kind = NeighbourKind()
-    reference = _run(scene, kind, _settings(columns=1))
+@pytest.mark.parametrize("kind", [NeighbourKind(), BatchKind()], ids=["neighbour", "batch"])
+def test_bytes_do_not_depend_on_job_split_or_engine(scene, kind: PointKind) -> None:
+    reference = _run(scene, kind, _settings(job_windows=5))
     with Engine(EngineSpec("local", 2)) as engine:
         runs = [
-            _run(scene, kind, _settings(columns=3)),
-            _run(scene, kind, _settings(columns=100)),
+            _run(scene, kind, _settings(job_windows=10)),
+            _run(scene, kind, _settings(job_windows=100)),
             _run(scene, kind, _settings()),
-            _run(scene, kind, _settings(columns=2), engine),
+            _run(scene, kind, _settings(job_windows=15), engine),
         ]
     for classes, probs, valid, run in runs:
         assert classes.tobytes() == reference[0].tobytes()
@@ -222,6 +235,16 @@ def test_bytes_do_not_depend_on_job_split_or_engine(scene) -> None:
         assert (a.seam_compared, a.seam_disagree) == (b.seam_compared, b.seam_disagree)
         assert np.array_equal(a.band_sample, b.band_sample)
         assert np.array_equal(a.probability_counts, b.probability_counts)
+
+
+def test_batches_are_fixed_and_only_the_last_is_padded(scene) -> None:
+    kind = BatchKind()
+    run = _run(scene, kind, _settings(job_windows=10))[3]
+    total = origins(HEIGHT, 32, 8).size * origins(WIDTH, 32, 8).size
+    assert [(j.g0, j.g1) for j in run.jobs()][-1] == (total - total % 10 or total - 10, total)
+    assert all(j.g0 % 5 == 0 for j in run.jobs())
+    # Every batch holding a kept window is one call; batches of skipped windows only, none.
+    assert kind.calls <= -(-total // 5) and kind.calls * 5 >= run.stats.windows
 
 
 def test_nodata_pixels_and_all_nodata_windows(scene) -> None:
@@ -316,7 +339,7 @@ def test_grid_padding_and_taper() -> None:
 def test_dask_bytes_equal_local(scene) -> None:
     reference = _run(scene, NeighbourKind(), _settings())
     with Engine(EngineSpec("dask", 2)) as engine:
-        classes, probs, _, run = _run(scene, NeighbourKind(), _settings(columns=2), engine)
+        classes, probs, _, run = _run(scene, NeighbourKind(), _settings(job_windows=15), engine)
     assert classes.tobytes() == reference[0].tobytes()
     assert probs.tobytes() == reference[1].tobytes()
     assert run.stats.seam_disagree == reference[3].stats.seam_disagree

@@ -2,12 +2,14 @@
 
 Windows of the model's size tile the whole scene on a fixed grid with a declared overlap, the
 scene reflected at its borders (:mod:`satpipe.inference.stitch` has the grid, the padding, the
-integer taper and the rounding rules). Jobs of one row of windows (or a run of its columns,
-:mod:`satpipe.inference.segment_job`) run on any engine and return integer partial sums; this
-module adds them into a rolling buffer of at most one window's rows and yields each block of
-rows as soon as no later window touches it, so memory does not grow with the scene's height.
-Integer sums do not depend on the order they are added in, so the bytes do not depend on the
-job split, the number of workers or the engine.
+integer taper and the rounding rules). Jobs of whole batches of windows in row-major order
+(:mod:`satpipe.inference.segment_job`; a batch is the same windows whatever the split, so only
+the scene's last call is padded) run on any engine and return integer partial sums per window
+row; this module adds them into a rolling buffer of at most one window's rows and yields each
+block of rows as soon as no later window touches it, so memory does not grow with the scene's
+height. Integer sums do not depend on the order they are added in, so the bytes do not depend on
+the job split, the number of workers or the engine. Run inline, the jobs run in a helper thread
+one ahead of the stitching (and each job reads its next batch while the model runs).
 
 Usage (the segment stage)::
 
@@ -28,12 +30,14 @@ and those whose per-window argmax differs (``SegmentStats.seam_compared``/``seam
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -45,9 +49,10 @@ from satpipe.engines.spec import EngineSpec
 from satpipe.inference.segment_job import (
     Job,
     JobContext,
-    JobResult,
     ModelSource,
+    Piece,
     compare,
+    release,
     resolve_kind,
     run_job,
 )
@@ -58,6 +63,7 @@ from satpipe.models.model import Model
 DEFAULT_WINDOW = 256
 JOB_BYTES = 16 << 20
 """Auto job width: a job's partial sums stay under this many bytes."""
+T = TypeVar("T")
 BLOCK_ROWS = 128
 """Finished rows are finalised and yielded at most this many at a time."""
 
@@ -71,8 +77,9 @@ class SegmentSettings:
         blend: the taper (``hann``, ``tukey``, ``flat``).
         batch: windows per model call (the last call padded to it).
         probabilities: ``winner`` (one probability band) or ``all`` (one per class).
-        columns: windows per job along a row (None: the largest multiple of ``batch`` that
-            keeps a job's sums under 16 MiB, at least ``batch``).
+        job_windows: windows per job, rounded up to a multiple of ``batch`` (None: the
+            largest multiple that keeps a job's sums under 16 MiB, at most an eighth of the
+            scene's windows per worker, at least ``batch``). The bytes do not depend on it.
     """
 
     window: int
@@ -80,7 +87,7 @@ class SegmentSettings:
     blend: Blend
     batch: int
     probabilities: Literal["winner", "all"] = "winner"
-    columns: int | None = None
+    job_windows: int | None = None
 
     @property
     def stride(self) -> int:
@@ -93,7 +100,7 @@ class SegmentSettings:
 
 
 def settings_for(
-    kind: PixelKind, params: SegmentParams, columns: int | None = None
+    kind: PixelKind, params: SegmentParams, job_windows: int | None = None
 ) -> SegmentSettings:
     """The settings for running ``kind`` with the ``segment`` params.
 
@@ -113,7 +120,7 @@ def settings_for(
             f"segment.overlap {params.overlap} must be even and at most half the window {window}"
         )
     return SegmentSettings(
-        window, params.overlap, params.blend, params.batch, params.probabilities, columns
+        window, params.overlap, params.blend, params.batch, params.probabilities, job_windows
     )
 
 
@@ -207,8 +214,15 @@ class SceneSegmentation:
             taper=settings.taper(),
             rows=tuple(int(v) for v in origins(scene.height, w, o)),
             cols=tuple(int(v) for v in origins(scene.width, w, o)),
+            token=uuid.uuid4().hex,
         )
-        self.seconds: dict[str, float] = {"read": 0.0, "model": 0.0, "blend": 0.0, "stitch": 0.0}
+        self.seconds: dict[str, float] = {
+            "read": 0.0,
+            "model": 0.0,
+            "blend": 0.0,
+            "wait": 0.0,
+            "stitch": 0.0,
+        }
         self._stats: SegmentStats | None = None
 
     @property
@@ -235,17 +249,16 @@ class SceneSegmentation:
         return self._stats
 
     def jobs(self) -> list[Job]:
-        """The run's jobs, in order: window rows top to bottom, column runs left to right."""
-        s, nx = self.settings, len(self.ctx.cols)
-        per = s.columns
-        if per is None:  # a multiple of the batch, so only a row's last batch is padded
+        """The run's jobs, in order: runs of whole batches of windows, row-major."""
+        s, b = self.settings, self.settings.batch
+        total = len(self.ctx.rows) * len(self.ctx.cols)
+        per = s.job_windows
+        if per is None:  # small enough for the sums, enough jobs to keep every worker busy
             fit = (JOB_BYTES // (4 * self.k * s.window) - s.overlap) // max(1, s.stride)
-            per = max(1, fit // s.batch) * s.batch
-        return [
-            Job(k, j0, min(nx, j0 + per))
-            for k in range(len(self.ctx.rows))
-            for j0 in range(0, nx, per)
-        ]
+            workers = self.engine.workers if self.engine is not None else 1
+            per = min(fit, -(-total // (8 * workers)))
+        per = max(1, -(-per // b)) * b
+        return [Job(g, min(total, g + per)) for g in range(0, total, per)]
 
     def blocks(self) -> Iterator[SegmentBlock]:
         """Run the model over the scene, yielding finished row blocks top to bottom.
@@ -266,48 +279,57 @@ class SceneSegmentation:
         samples: list[tuple[np.ndarray, np.ndarray]] = []
         with ExitStack() as stack:
             engine = self.engine or stack.enter_context(Engine(EngineSpec(workers=1)))
-            for res in engine.map(partial(run_job, ctx), self.jobs()):
+            results = engine.map(partial(run_job, ctx), self.jobs())
+            if engine.spec.name == "local" and engine.workers == 1:  # inline: jobs in a thread
+                results = _one_ahead(results, stack.enter_context(ThreadPoolExecutor(1)))
+            for res in results:
                 t = time.perf_counter()
                 for key, value in res.seconds.items():
                     self.seconds[key] += value
-                job, y = res.job, ctx.rows[res.job.k]
-                if job.j0 == 0:  # a new window row: move the buffer down to its rows
-                    start, stop = max(0, y), min(height, y + s.window)
-                    new_acc = np.zeros((self.k, stop - start, width), dtype=np.int32)
-                    new_wsum = np.zeros((stop - start, width), dtype=np.int32)
-                    keep = buf0 + wsum.shape[0] - start
-                    if keep > 0:
-                        new_acc[:, :keep] = acc[:, start - buf0 :]
-                        new_wsum[:keep] = wsum[start - buf0 :]
-                    acc, wsum, buf0 = new_acc, new_wsum, start
-                    bottom, last_right, samples = [None] * nx, None, []
-                self._add(res, acc, wsum, buf0, tally)
-                if job.j0 > 0:
-                    c, d = compare(last_right, res.left)
-                    tally.compared, tally.disagree = tally.compared + c, tally.disagree + d
-                last_right = res.right
-                for j in range(job.j0, job.j1):
-                    c, d = compare(prev_bottom[j], res.top[j - job.j0])
-                    tally.compared, tally.disagree = tally.compared + c, tally.disagree + d
-                    bottom[j] = res.bottom[j - job.j0]
-                samples.append((res.sample, res.sample_valid))
+                tally.run += res.run
+                tally.skipped += res.skipped
+                tally.compared += res.compared
+                tally.disagree += res.disagree
+                for piece in res.pieces:
+                    y = ctx.rows[piece.k]
+                    if piece.j0 == 0:  # a new window row: move the buffer down to its rows
+                        start, stop = max(0, y), min(height, y + s.window)
+                        new_acc = np.zeros((self.k, stop - start, width), dtype=np.int32)
+                        new_wsum = np.zeros((stop - start, width), dtype=np.int32)
+                        keep = buf0 + wsum.shape[0] - start
+                        if keep > 0:
+                            new_acc[:, :keep] = acc[:, start - buf0 :]
+                            new_wsum[:keep] = wsum[start - buf0 :]
+                        acc, wsum, buf0 = new_acc, new_wsum, start
+                        bottom, last_right, samples = [None] * nx, None, []
+                    _add(piece, acc, wsum, buf0)
+                    if piece.j0 > 0:
+                        c, d = compare(last_right, piece.left)
+                        tally.compared, tally.disagree = tally.compared + c, tally.disagree + d
+                    last_right = piece.right
+                    for j in range(piece.j0, piece.j1):
+                        c, d = compare(prev_bottom[j], piece.top[j - piece.j0])
+                        tally.compared, tally.disagree = tally.compared + c, tally.disagree + d
+                        bottom[j] = piece.bottom[j - piece.j0]
+                    samples.append((piece.sample, piece.sample_valid))
+                    if piece.j1 < nx:
+                        continue
+                    prev_bottom = bottom
+                    values = np.concatenate([v for v, _ in samples], axis=1)
+                    mask = np.concatenate([m for _, m in samples], axis=1)
+                    tally.samples.append(values[mask])
+                    end = height if piece.k == ny - 1 else min(height, ctx.rows[piece.k + 1])
+                    for a in range(emitted, end, BLOCK_ROWS):
+                        b = min(end, a + BLOCK_ROWS)
+                        block = self._finish(
+                            acc[:, a - buf0 : b - buf0], wsum[a - buf0 : b - buf0], a, tally
+                        )
+                        self.seconds["stitch"] += time.perf_counter() - t
+                        yield block
+                        t = time.perf_counter()
+                    emitted = end
                 self.seconds["stitch"] += time.perf_counter() - t
-                if job.j1 < nx:
-                    continue
-                prev_bottom = bottom
-                values = np.concatenate([v for v, _ in samples], axis=1)
-                mask = np.concatenate([m for _, m in samples], axis=1)
-                tally.samples.append(values[mask])
-                end = height if job.k == ny - 1 else min(height, ctx.rows[job.k + 1])
-                for a in range(emitted, end, BLOCK_ROWS):
-                    b = min(end, a + BLOCK_ROWS)
-                    t = time.perf_counter()
-                    block = self._finish(
-                        acc[:, a - buf0 : b - buf0], wsum[a - buf0 : b - buf0], a, tally
-                    )
-                    self.seconds["stitch"] += time.perf_counter() - t
-                    yield block
-                emitted = end
+        release()  # the scene this process kept open for reads
         self._stats = SegmentStats(
             scene=self.scene.id,
             width=width,
@@ -327,19 +349,6 @@ class SceneSegmentation:
             band_names=self.band_names,
         )
 
-    def _add(
-        self, res: JobResult, acc: np.ndarray, wsum: np.ndarray, buf0: int, tally: _Tally
-    ) -> None:
-        """Add a job's partial sums into the buffer, and its counts into the tally."""
-        rows, cols = res.wsum.shape
-        r = res.row0 - buf0
-        acc[:, r : r + rows, res.col0 : res.col0 + cols] += res.acc
-        wsum[r : r + rows, res.col0 : res.col0 + cols] += res.wsum
-        tally.run += res.run
-        tally.skipped += res.skipped
-        tally.compared += res.compared
-        tally.disagree += res.disagree
-
     def _finish(
         self, acc: np.ndarray, wsum: np.ndarray, row_off: int, tally: _Tally
     ) -> SegmentBlock:
@@ -353,6 +362,23 @@ class SceneSegmentation:
         tally.classes += np.bincount(classes[valid], minlength=self.k)[: self.k]
         tally.probs += np.bincount(winner[valid], minlength=256)
         return SegmentBlock(row_off, classes, probs, valid)
+
+
+def _add(piece: Piece, acc: np.ndarray, wsum: np.ndarray, buf0: int) -> None:
+    """Add a piece's partial sums into the rolling buffer (whose first row is ``buf0``)."""
+    rows, cols = piece.wsum.shape
+    r = piece.row0 - buf0
+    acc[:, r : r + rows, piece.col0 : piece.col0 + cols] += piece.acc
+    wsum[r : r + rows, piece.col0 : piece.col0 + cols] += piece.wsum
+
+
+def _one_ahead(results: Iterator[T], pool: ThreadPoolExecutor) -> Iterator[T]:
+    """``results``, each computed in ``pool``'s thread while the previous one is consumed."""
+    done = object()
+    ahead = pool.submit(next, results, done)
+    while (item := ahead.result()) is not done:
+        ahead = pool.submit(next, results, done)
+        yield item  # type: ignore[misc]
 
 
 __all__ = ["SceneSegmentation", "SegmentBlock", "SegmentSettings", "settings_for"]

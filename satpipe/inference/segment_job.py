@@ -1,87 +1,84 @@
-"""One job of a whole-scene segmentation: a row of windows (or a run of them), on any worker.
+"""One job of a whole-scene segmentation: a run of whole batches of windows, on any worker.
 
-A job reads the rows and columns its windows need (the scene reflected at its borders, see
-:mod:`satpipe.inference.stitch`), marks invalid pixels NaN, runs the model on batches of exactly
-``batch`` windows (the last padded with copies), and returns integer partial sums over its span,
-the argmax strips its windows share with windows of other jobs, the seams between its own
-windows, and the band sample of the pixels it owns. It is a plain function of picklable
-arguments, so local process pools and Dask run it alike; a model given by path is loaded once per
-process.
+The scene's windows are numbered in row-major order (window row ``k``, column ``j``: ``g = k nx
++ j``) and cut into batches of ``batch`` consecutive numbers: batch ``b`` is windows ``[b B,
+(b+1) B)``, the scene's last batch padded with copies of its last window. A batch is the same
+windows whatever the job split, the number of workers or the engine (ONNX Runtime's bits depend on
+the batch), and a window in it takes the same slot. A job is a run of whole batches, crossing
+window rows: it holds one *piece* per window row it touches. A batch whose windows are all skipped
+(no valid pixel inside the scene) is not run; one with some skipped runs them all, and their
+scores are dropped.
+
+A piece reads the rows and columns its windows need (the scene reflected at its borders, see
+:mod:`satpipe.inference.stitch`), checks its owned pixels are finite outside the nodata mask and
+takes the band sample of the pixels it owns. Batches are assembled from the pieces in a helper
+thread while the model runs on the previous batch (reads and decoding release the GIL). The job
+returns, per piece, integer partial sums over the piece's span and the argmax strips it shares
+with windows of other jobs, and the seams between neighbouring windows of the same piece. It is a
+plain function of picklable arguments, so local process pools and Dask run it alike; a model
+given by path is loaded once per process, one given as an object once per process and run.
 """
 
 from __future__ import annotations
 
 import functools
-import math
+import itertools
 import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
-from rasterio.windows import Window
 
-from satpipe.core.errors import ModelError, SceneError
-from satpipe.core.raster import open_scene, read_window, valid_mask
-from satpipe.inference.stitch import NODATA_CLASS, owned, quantise, reflect
+from satpipe.core.errors import ModelError
+from satpipe.inference.segment_read import JobContext, ModelSource, Source, read_piece, release
+from satpipe.inference.stitch import NODATA_CLASS, quantise
 from satpipe.models.kinds.base import PixelKind
 from satpipe.models.model import load
 
-ModelSource = Union[PixelKind, str]  # noqa: UP007 (a runtime alias of a Protocol)
-"""A per-pixel kind, or the path of a model JSON file (loaded once per worker process)."""
-
-SAMPLE_STEP = 16
-SAMPLE_FIRST = 8
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What every job of one scene's run shares (picklable)."""
-
-    source: ModelSource
-    scene_path: str
-    scene_id: str
-    width: int
-    height: int
-    bands: tuple[int, ...]
-    nodata: float | None
-    band_names: tuple[str, ...]
-    window: int
-    overlap: int
-    batch: int
-    classes: int
-    taper: tuple[int, ...]
-    rows: tuple[int, ...]
-    cols: tuple[int, ...]
+_KINDS: OrderedDict[str, PixelKind] = OrderedDict()  # run token -> the kind it unpickled first
 
 
 @dataclass(frozen=True)
 class Job:
-    """Window row ``k``, window columns ``[j0, j1)``."""
+    """Windows ``[g0, g1)`` in row-major order (whole batches)."""
+
+    g0: int
+    g1: int
+
+
+@dataclass
+class Piece:
+    """A job's part of window row ``k`` (columns ``[j0, j1)``): sums over its span and strips.
+
+    ``acc``/``wsum`` cover scene rows ``[row0, row0+rows)``, cols ``[col0, col0+cols)``.
+    """
 
     k: int
     j0: int
     j1: int
-
-
-@dataclass
-class JobResult:
-    """A job's partial sums over rows ``[row0, row0+rows)``, cols ``[col0, col0+cols)``."""
-
-    job: Job
     row0: int
     col0: int
     acc: np.ndarray
     wsum: np.ndarray
-    run: int
-    skipped: int
-    compared: int
-    disagree: int
     top: list[np.ndarray | None]
     bottom: list[np.ndarray | None]
     left: np.ndarray | None
     right: np.ndarray | None
     sample: np.ndarray
     sample_valid: np.ndarray
+
+
+@dataclass
+class JobResult:
+    """A job's pieces (row-major), window counts, seams inside its pieces and timings."""
+
+    job: Job
+    pieces: list[Piece]
+    run: int
+    skipped: int
+    compared: int
+    disagree: int
     seconds: dict[str, float]
 
 
@@ -95,32 +92,16 @@ def _load_kind(path: str) -> PixelKind:
     return kind  # type: ignore[return-value]
 
 
-def resolve_kind(source: ModelSource) -> PixelKind:
-    """The kind of ``source`` (a kind, or a model file path loaded once per process)."""
-    return _load_kind(source) if isinstance(source, str) else source
-
-
-def _check_finite(ctx: JobContext, data: np.ndarray, rows: slice, cols: slice, r0: int) -> None:
-    """Refuse NaN/inf pixels outside the nodata mask in the owned part of ``data``."""
-    if data.dtype.kind != "f":
-        return
-    part = data[:, rows, cols]
-    nan_nodata = ctx.nodata is not None and math.isnan(ctx.nodata)
-    for b, band in enumerate(part):
-        bad = ~np.isfinite(band)
-        if nan_nodata:
-            bad &= ~np.isnan(band)
-        elif ctx.nodata is not None:
-            bad &= band != ctx.nodata
-        n = int(np.count_nonzero(bad))
-        if n:
-            y, x = (int(v[0]) for v in np.nonzero(bad))
-            raise SceneError(
-                f"{ctx.scene_id}: band {ctx.band_names[b]} has {n} NaN or infinite pixels outside "
-                f"the nodata mask in rows {r0 + rows.start}-{r0 + rows.stop - 1}, cols "
-                f"{cols.start}-{cols.stop - 1} (first at row {r0 + rows.start + y}, col "
-                f"{cols.start + x}); mark them nodata or fix the scene"
-            )
+def resolve_kind(source: ModelSource, token: str = "") -> PixelKind:
+    """The kind of ``source`` (a path loads once per process; an object once per run token)."""
+    if isinstance(source, str):
+        return _load_kind(source)
+    if not token:
+        return source
+    kind = _KINDS.setdefault(token, source)  # later jobs reuse the first copy (and its session)
+    while len(_KINDS) > 4:
+        _KINDS.popitem(last=False)
+    return kind
 
 
 def _strips(
@@ -150,6 +131,26 @@ def compare(a: np.ndarray | None, b: np.ndarray | None) -> tuple[int, int]:
     return int(np.count_nonzero(both)), int(np.count_nonzero(both & (a != b)))
 
 
+def _batch(ctx: JobContext, b: int, sources: dict[int, Source]) -> tuple[list[int], np.ndarray]:
+    """Batch ``b``'s windows and, if any of them is kept, its input (else an empty array)."""
+    nx, w, stride = len(ctx.cols), ctx.window, ctx.window - ctx.overlap
+    last = len(ctx.rows) * nx
+    members = list(range(b * ctx.batch, min(last, (b + 1) * ctx.batch)))
+    if not any(sources[g // nx].kept[g % nx - sources[g // nx].j0] for g in members):
+        return members, np.zeros((0,), dtype=np.float32)
+    x = np.empty((ctx.batch, len(ctx.bands), w, w), dtype=np.float32)
+    for m, g in enumerate(members):
+        src = sources[g // nx]
+        off = (g % nx - src.j0) * stride
+        x[m] = src.ext[:, :, off : off + w]
+        if not src.all_valid:
+            invalid = ~src.ext_valid[:, off : off + w]
+            if invalid.any():
+                x[m][:, invalid] = np.nan
+    x[len(members) :] = x[len(members) - 1]  # the scene's last batch: copies of its last window
+    return members, x
+
+
 def run_job(ctx: JobContext, job: Job) -> JobResult:
     """Run one job (see the module docstring).
 
@@ -158,116 +159,113 @@ def run_job(ctx: JobContext, job: Job) -> JobResult:
         ModelError: the model's output is not ``(batch, K, W, W)``.
     """
     clock = time.perf_counter
-    seconds = {"read": 0.0, "model": 0.0, "blend": 0.0}
-    t0 = clock()
-    kind = resolve_kind(ctx.source)
-    w, o, stride, h_img, w_img = (
-        ctx.window,
-        ctx.overlap,
-        ctx.window - ctx.overlap,
-        ctx.height,
-        ctx.width,
-    )
-    y = ctx.rows[job.k]
-    xs = ctx.cols[job.j0 : job.j1]
-    ridx = reflect(np.arange(y, y + w), h_img)
-    cidx = reflect(np.arange(xs[0], xs[-1] + w), w_img)
-    r0, r1 = int(ridx.min()), int(ridx.max()) + 1
-    c0, c1 = int(cidx.min()), int(cidx.max()) + 1
-    with open_scene(ctx.scene_path, name=ctx.scene_id) as src:
-        box = read_window(
-            src, Window(c0, r0, c1 - c0, r1 - r0), [b + 1 for b in ctx.bands], name=ctx.scene_id
-        )
-    # Owned rows and columns: the band sample and the finiteness check.
-    orow = owned(job.k, len(ctx.rows), h_img, stride)
-    ocol = (
-        owned(job.j0, len(ctx.cols), w_img, stride)[0],
-        owned(job.j1 - 1, len(ctx.cols), w_img, stride)[1],
-    )
-    rows_own, cols_own = slice(orow[0] - r0, orow[1] - r0), slice(ocol[0] - c0, ocol[1] - c0)
-    _check_finite(ctx, box, rows_own, cols_own, r0)
-    box_valid = valid_mask(box, ctx.nodata)
-    sr = np.arange(orow[0], orow[1])
-    sr = sr[sr % SAMPLE_STEP == SAMPLE_FIRST] - r0
-    sc = np.arange(ocol[0], ocol[1])
-    sc = sc[sc % SAMPLE_STEP == SAMPLE_FIRST] - c0
-    sample = np.moveaxis(box[:, sr][:, :, sc], 0, -1).astype(np.float64)
-    sample_valid = box_valid[np.ix_(sr, sc)]
+    seconds = {"read": 0.0, "model": 0.0, "blend": 0.0, "wait": 0.0}
+    kind = resolve_kind(ctx.source, ctx.token)
+    nx, w, o, bsz = len(ctx.cols), ctx.window, ctx.overlap, ctx.batch
+    stride = w - o
+    h_img, w_img = ctx.height, ctx.width
+    spans = [
+        (k, max(0, job.g0 - k * nx), min(nx, job.g1 - k * nx))
+        for k in range(job.g0 // nx, (job.g1 - 1) // nx + 1)
+    ]
+    sources: dict[int, Source] = {}
 
-    ext = box[:, ridx - r0][:, :, cidx - c0].astype(np.float32)
-    ext_valid = box_valid[np.ix_(ridx - r0, cidx - c0)]
-    ext[:, ~ext_valid] = np.nan
-    inside = np.zeros(ext_valid.shape, dtype=bool)
-    rin = slice(max(0, -y), min(w, h_img - y))
-    cin = slice(max(0, -xs[0]), min(cidx.size, w_img - xs[0]))
-    inside[rin, cin] = True
-    keep = ext_valid & inside
-    seconds["read"] += clock() - t0
+    def prepare(b: int) -> tuple[list[int], np.ndarray]:
+        t = clock()
+        for k, j0, j1 in spans:  # read the pieces the batch needs, in order
+            if k not in sources and k * nx + j0 < min((b + 1) * bsz, job.g1):
+                sources[k] = read_piece(ctx, k, j0, j1)
+        out = _batch(ctx, b, sources)
+        seconds["read"] += clock() - t
+        return out
 
-    # Partial sums over the job's span in the scene.
-    row0, col0 = max(0, y), max(0, xs[0])
-    rows, cols = min(h_img, y + w) - row0, min(w_img, xs[-1] + w) - col0
-    acc = np.zeros((ctx.classes, rows, cols), dtype=np.int32)
-    wsum = np.zeros((rows, cols), dtype=np.int32)
+    pieces: dict[int, Piece] = {}
+    for k, j0, j1 in spans:
+        y, xs = ctx.rows[k], ctx.cols[j0:j1]
+        row0, col0 = max(0, y), max(0, xs[0])
+        rows, cols = min(h_img, y + w) - row0, min(w_img, xs[-1] + w) - col0
+        pieces[k] = Piece(
+            k, j0, j1, row0, col0,
+            np.zeros((ctx.classes, rows, cols), dtype=np.int32),
+            np.zeros((rows, cols), dtype=np.int32),
+            [None] * (j1 - j0), [None] * (j1 - j0), None, None,
+            np.zeros((0, 0, len(ctx.bands))), np.zeros((0, 0), dtype=bool),
+        )  # fmt: skip
     t1 = np.asarray(ctx.taper, dtype=np.int32)
     weight = t1[:, None] * t1[None, :]
-    n = len(xs)
-    offs = [(j - job.j0) * stride for j in range(job.j0, job.j1)]
-    run = [i for i in range(n) if keep[:, offs[i] : offs[i] + w].any()]
-    top: list[np.ndarray | None] = [None] * n
-    bottom: list[np.ndarray | None] = [None] * n
-    left_strip: list[np.ndarray | None] = [None] * n
-    right_strip: list[np.ndarray | None] = [None] * n
-    for start in range(0, len(run), ctx.batch):
-        members = run[start : start + ctx.batch]
-        t = clock()
-        chosen = members + [members[-1]] * (ctx.batch - len(members))
-        x = np.stack([ext[:, :, offs[i] : offs[i] + w] for i in chosen])
-        p = kind.scores(x)
-        expected = (ctx.batch, ctx.classes, w, w)
-        if tuple(p.shape) != expected:
-            raise ModelError(
-                f"{ctx.scene_id}: the model's scores have shape {tuple(p.shape)}; expected "
-                f"(N, K, H, W) = {expected}"
-            )
-        seconds["model"] += clock() - t
-        t = clock()
-        for m, i in enumerate(members):
-            q = quantise(p[m])
-            kw = keep[:, offs[i] : offs[i] + w]
-            wv = np.where(kw, weight, 0)
-            # The window's part inside the scene, in window and in span coordinates.
-            a0, a1 = max(0, -y), min(w, h_img - y)
-            x0 = xs[i]
-            b0, b1 = max(0, -x0), min(w, w_img - x0)
-            ys, xs_ = y + a0 - row0, x0 + b0 - col0
-            acc[:, ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += (q * wv)[:, a0:a1, b0:b1]
-            wsum[ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += wv[a0:a1, b0:b1]
-            if o:
-                top[i], bottom[i], left_strip[i], right_strip[i] = _strips(q, kw, o)
-        seconds["blend"] += clock() - t
+    strips: dict[int, tuple[np.ndarray, ...]] = {}
+    run = skipped = 0
+    batches = range(job.g0 // bsz, -(-job.g1 // bsz))
+    with ThreadPoolExecutor(1) as helper:
+        ahead = helper.submit(prepare, batches[0])
+        for i in range(len(batches)):
+            t = clock()
+            members, x = ahead.result()
+            seconds["wait"] += clock() - t
+            if i + 1 < len(batches):
+                ahead = helper.submit(prepare, batches[i + 1])
+            kept = [g for g in members if sources[g // nx].kept[g % nx - sources[g // nx].j0]]
+            run, skipped = run + len(kept), skipped + len(members) - len(kept)
+            if not kept:
+                continue
+            t = clock()
+            p = kind.scores(x)
+            expected = (bsz, ctx.classes, w, w)
+            if tuple(p.shape) != expected:
+                raise ModelError(
+                    f"{ctx.scene_id}: the model's scores have shape {tuple(p.shape)}; expected "
+                    f"(N, K, H, W) = {expected}"
+                )
+            seconds["model"] += clock() - t
+            t = clock()
+            q_all = quantise(p[: len(members)])
+            for m, g in enumerate(members):
+                k, j = divmod(g, nx)
+                src, piece = sources[k], pieces[k]
+                if not src.kept[j - src.j0]:
+                    continue
+                y, x0, off = ctx.rows[k], ctx.cols[j], (j - src.j0) * stride
+                q = q_all[m]
+                kw = src.keep[:, off : off + w]
+                wv = weight if src.all_valid and kw.all() else np.where(kw, weight, 0)
+                # The window's part inside the scene, in window and in piece coordinates.
+                a0, a1 = max(0, -y), min(w, h_img - y)
+                b0, b1 = max(0, -x0), min(w, w_img - x0)
+                ys, xs_ = y + a0 - piece.row0, x0 + b0 - piece.col0
+                if (a0, a1, b0, b1) != (0, w, 0, w):
+                    q, wv = q[:, a0:a1, b0:b1], wv[a0:a1, b0:b1]
+                piece.acc[:, ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += q * wv
+                piece.wsum[ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += wv
+                if o:
+                    strips[g] = _strips(q_all[m], kw, o)
+            seconds["blend"] += clock() - t
     compared = disagree = 0
-    for i in range(n - 1):
-        c, d = compare(right_strip[i], left_strip[i + 1])
-        compared, disagree = compared + c, disagree + d
+    for k, j0, j1 in spans:
+        piece, src = pieces[k], sources[k]
+        piece.sample, piece.sample_valid = src.sample, src.sample_valid
+        if not o:
+            continue
+        row = [strips.get(k * nx + j) for j in range(j0, j1)]
+        piece.top = [s[0] if s else None for s in row]
+        piece.bottom = [s[1] if s else None for s in row]
+        piece.left = row[0][2] if row[0] else None
+        piece.right = row[-1][3] if row[-1] else None
+        for a, c in itertools.pairwise(row):
+            n, d = compare(a[3] if a else None, c[2] if c else None)
+            compared, disagree = compared + n, disagree + d
     return JobResult(
-        job=job,
-        row0=row0,
-        col0=col0,
-        acc=acc,
-        wsum=wsum,
-        run=len(run),
-        skipped=n - len(run),
-        compared=compared,
-        disagree=disagree,
-        top=top,
-        bottom=bottom,
-        left=left_strip[0],
-        right=right_strip[-1],
-        sample=sample,
-        sample_valid=sample_valid,
-        seconds=seconds,
+        job, [pieces[k] for k, _, _ in spans], run, skipped, compared, disagree, seconds
     )
 
 
-__all__ = ["Job", "JobContext", "JobResult", "ModelSource", "compare", "resolve_kind", "run_job"]
+__all__ = [
+    "Job",
+    "JobContext",
+    "JobResult",
+    "ModelSource",
+    "Piece",
+    "compare",
+    "release",
+    "resolve_kind",
+    "run_job",
+]

@@ -112,12 +112,18 @@ def finalise(
         ``(P, rows, cols)`` with ``P`` 1 or ``K`` (0 at nodata), ``valid`` bool ``(rows, cols)``.
     """
     valid = wsum > 0
-    classes = np.argmax(acc, axis=0).astype(np.uint8)
+    classes = np.zeros(wsum.shape, dtype=np.uint8)  # argmax over classes, ties to the first
+    best = acc[0].copy()
+    for k in range(1, acc.shape[0]):
+        better = acc[k] > best
+        classes[better] = k
+        np.maximum(best, acc[k], out=best)
     classes[~valid] = NODATA_CLASS
-    den = wsum.astype(np.int64) * PROB_SCALE
+    # (510 s + d) // (2 d) in float64: both below 2^41, so the quotient's floor is exact.
+    den = wsum.astype(np.float64) * PROB_SCALE
     den2 = 2 * np.maximum(den, 1)
-    top = acc.astype(np.int64) if every_class else np.max(acc, axis=0).astype(np.int64)[None]
-    probs = ((510 * top + den) // den2).astype(np.uint8)
+    top = acc if every_class else best[None]
+    probs = np.floor((510 * top.astype(np.float64) + den) / den2).astype(np.uint8)
     probs[:, ~valid] = 0
     return classes, probs, valid
 
