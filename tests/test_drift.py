@@ -75,3 +75,16 @@ def test_psi_bins_follow_sample_size() -> None:
     # Identical distribution: PSI near zero; a disjoint one: large.
     assert psi(REF_VALUES, REFERENCE, 10) < 0.01
     assert psi(REF_VALUES + 1000.0, REFERENCE, 10) > 1.0
+
+
+def test_psi_of_a_discrete_band_against_itself_is_small() -> None:
+    """A band of few integer values (Sentinel-2's B10 on a clear scene) ties many quantiles.
+
+    Equal-share bins would call a sample of the very same distribution critical (PSI 2.6 on the
+    Sen1Floods11 chip); the bins' shares read off the tied quantiles keep it near zero.
+    """
+    rng = np.random.default_rng(3)
+    values = np.array([7, 9, 9, 9, 10, 11, 11, 11, 11, 12, 13, 13, 16], dtype=np.float64)
+    reference = reference_distribution(rng.choice(values, 20000), 20)
+    assert psi(rng.choice(values, 5000), reference, 10) < 0.01
+    assert psi(rng.choice(values[:4], 5000), reference, 10) > 0.25  # a real shift still shows

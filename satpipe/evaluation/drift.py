@@ -84,9 +84,9 @@ def psi(values: np.ndarray, reference: dict[str, Any], bins: int) -> float:
     adds a bounded amount instead of dominating the sum.
     """
     quantiles = np.asarray(reference["quantiles"], dtype=np.float64)
-    edges = quantiles[psi_positions(len(quantiles), bins)]
-    idx = np.searchsorted(edges, values, side="right")
-    return psi_from_counts(np.bincount(idx, minlength=bins))
+    cuts = psi_positions(len(quantiles), bins)
+    idx = np.searchsorted(quantiles[cuts], values, side="right")
+    return psi_from_counts(np.bincount(idx, minlength=bins), bin_expectations(reference, cuts))
 
 
 def psi_positions(levels: int, bins: int) -> list[int]:
@@ -94,14 +94,38 @@ def psi_positions(levels: int, bins: int) -> list[int]:
     return [round(k * (levels - 1) / bins) for k in range(1, bins)]
 
 
-def psi_from_counts(counts: np.ndarray) -> float:
-    """PSI of values counted in ``len(counts)`` equal-expectation bins (smoothed as :func:`psi`)."""
-    bins, n = len(counts), int(np.sum(counts))
-    expected = 1.0 / bins
-    total = 0.0
-    for count in counts:
-        a = (float(count) + 0.5) / (n + 0.5 * bins)
-        total += (a - expected) * math.log(a / expected)
+def bin_expectations(reference: dict[str, Any], cuts: list[int]) -> np.ndarray:
+    """The reference's share in each PSI bin cut at its quantiles ``cuts``.
+
+    ``P(X < q)`` is read off the reference's quantiles as the level of the first quantile at or
+    above ``q``: for a continuous reference every bin holds ``1 / bins``; for a discrete or
+    saturated one (several quantiles at one value) the shares follow the tied values' mass, and
+    a bin between two equal cuts holds nothing (a value equal to a cut goes above it).
+    """
+    quantiles = np.asarray(reference["quantiles"], dtype=np.float64)
+    levels = np.asarray(reference["quantile_levels"], dtype=np.float64)
+    first = np.searchsorted(quantiles, quantiles[cuts], side="left")
+    return np.diff(np.concatenate([[0.0], levels[first], [1.0]]))
+
+
+def psi_from_counts(counts: np.ndarray, expected: np.ndarray | None = None) -> float:
+    """PSI of values counted in ``len(counts)`` bins (smoothed as :func:`psi`).
+
+    ``expected``: the reference's share of each bin (:func:`bin_expectations`; default equal
+    shares). A bin the reference leaves empty is merged into the next one.
+    """
+    counts = np.asarray(counts, dtype=np.float64).copy()
+    bins = len(counts)
+    shares = np.full(bins, 1.0 / bins) if expected is None else np.asarray(expected, dtype=float)
+    keep = shares > 1e-12
+    for i in range(bins - 1):
+        if not keep[i]:
+            counts[i + 1] += counts[i]
+    counts, shares = counts[keep], shares[keep]
+    n, total = float(np.sum(counts)), 0.0
+    for count, e in zip(counts, shares, strict=True):
+        a = (float(count) + 0.5) / (n + 0.5 * len(counts))
+        total += (a - e) * math.log(a / e)
     return total
 
 

@@ -120,6 +120,9 @@ def health_document(
         masks = mask_health(model, summaries, hp)
         report["masks"] = masks
         report["status"] = worst_status([report["status"], masks["status"]])
+        if masks["status"] != "healthy":  # the masks' advice leads; "no action" no longer holds
+            tile_advice = [r for r in report["recommendations"] if not r.startswith("No action")]
+            report["recommendations"] = [*masks["recommendations"], *tile_advice]
     return report
 
 

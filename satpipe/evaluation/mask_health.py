@@ -39,6 +39,7 @@ from satpipe.core.records import SegmentStats, sorted_scene_ids
 from satpipe.evaluation.drift import (
     INSUFFICIENT,
     STATUSES,
+    bin_expectations,
     graded_check,
     psi_bins_for,
     psi_from_counts,
@@ -201,7 +202,12 @@ def _band_figures(band: Mapping[str, Any], ref: Mapping[str, Any], hp: HealthPar
     std = ref["std"] or 1.0
     return {
         "pixels": n,
-        "psi": _r(psi_from_counts(np.bincount(psi_bin, weights=counts, minlength=bins))),
+        "psi": _r(
+            psi_from_counts(
+                np.bincount(psi_bin, weights=counts, minlength=bins),
+                bin_expectations(dict(ref), cuts),
+            )
+        ),
         "psi_bins": bins,
         "ks_statistic": _r(ks),
         "ks_pvalue": _r(float(scipy_stats.kstwo.sf(ks, effective))),
