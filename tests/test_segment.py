@@ -34,6 +34,7 @@ WEIGHTS = np.array(
     [[1.0, -0.5, 0.2, -1.0], [-0.4, 1.2, -0.3, 0.1], [0.3, 0.2, -1.1, 0.9], [-0.6, -0.2, 0.5, 0.4]],
     dtype=np.float32,
 )
+COLOURS = ("#0000ff", "#00ff00", "#a0522d", "#ffffff")
 BIASES = np.array([0.1, -0.2, 0.05, 0.0], dtype=np.float32)
 
 
@@ -44,6 +45,7 @@ class PointKind:
     window: int | None = None
     colours: tuple[str, ...] = ("#0000ff", "#00ff00", "#a0522d", "#ffffff")
     output: str = "pixels"
+    pointwise: bool = False  # the windowed path; True: the runner scores each pixel once
 
     def band_indices(self, names: Sequence[str | None], count: int, source: str) -> tuple[int, ...]:
         return (0, 1, 2, 3)
@@ -215,6 +217,52 @@ def test_pointwise_model_equals_whole_scene(scene, window: int, overlap: int, bl
     assert np.array_equal(valid, np.all(scene[2] != 0, axis=0))
     assert run.stats.seam_disagree == 0
     assert run.stats.seam_compared > 0 or overlap == 0 or window > WIDTH  # one window
+
+
+def _pixel_logistic(pointwise: bool) -> PointKind:
+    """A pixel_logistic kind fitted on a deterministic sample; ``pointwise`` False: windowed."""
+    from satpipe.models.kinds.base import PixelSample, TrainingSet
+    from satpipe.models.kinds.pixel_logistic import PixelLogisticKind
+
+    class Windowed(PixelLogisticKind):
+        pointwise = False
+
+    rng = np.random.default_rng(3)
+    values = rng.integers(200, 3000, size=(2000, 4)).astype(np.float64)
+    classes = np.argmax(values @ (np.eye(4) - 0.25), axis=1)
+    params = {
+        "features": ["bands", "ndwi", "ndvi"],
+        "pixels": {"classes": [{"name": f"c{i}", "colour": c} for i, c in enumerate(COLOURS)]},
+    }
+    sample = PixelSample(values, classes, NAMES)
+    train = TrainingSet(np.zeros((0, 0)), (), (), tuple(f"c{i}" for i in range(4)), sample)
+    kind = PixelLogisticKind.fit(train, params, Path("."))
+    return Windowed(kind.to_dict()) if not pointwise else kind  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("stand_in", [True, False], ids=["stand-in", "pixel_logistic"])
+@pytest.mark.parametrize(("window", "overlap"), [(32, 8), (40, 20), (256, 64)])
+def test_pointwise_fast_path_gives_the_windowed_bytes(
+    scene, stand_in: bool, window: int, overlap: int
+) -> None:
+    def kind(fast: bool) -> PointKind:
+        return PointKind(pointwise=fast) if stand_in else _pixel_logistic(fast)
+
+    for probabilities in ("winner", "all"):
+        settings = _settings(window, overlap, probabilities=probabilities)
+        windowed = _run(scene, kind(False), settings)
+        fast = _run(scene, kind(True), settings)
+        with Engine(EngineSpec("local", 2)) as engine:
+            split = _run(scene, kind(True), _settings(window, overlap, job_windows=5), engine)
+        assert fast[3].ctx.overlap == 0 < windowed[3].ctx.overlap
+        assert fast[0].tobytes() == windowed[0].tobytes() == split[0].tobytes()
+        assert fast[1].tobytes() == windowed[1].tobytes()
+        assert np.array_equal(fast[2], windowed[2])
+        a, b = fast[3].stats, windowed[3].stats
+        assert a.seam_compared == 0 and fast[3].provenance == windowed[3].provenance
+        assert np.array_equal(a.class_counts, b.class_counts)
+        assert np.array_equal(a.probability_counts, b.probability_counts)
+        assert np.array_equal(a.band_sample, b.band_sample) and a.valid_pixels == b.valid_pixels
 
 
 @pytest.mark.parametrize("kind", [NeighbourKind(), BatchKind()], ids=["neighbour", "batch"])

@@ -25,6 +25,13 @@ infinite pixels outside the nodata mask stop the run with a :class:`SceneError`.
 Seams: for every pair of neighbouring windows (side by side or one above the other), over the
 pixels of their overlap that are valid and inside the scene, the run counts the pixels compared
 and those whose per-window argmax differs (``SegmentStats.seam_compared``/``seam_disagree``).
+
+Pointwise kinds (``kind.pointwise``: a pixel's scores depend on its own bands only) are run on
+the grid with overlap 0 and a flat taper whatever the settings say: every window would give a
+pixel the same quantised scores ``q``, so its sums are ``q`` times its summed weights and the
+class (argmax) and probability bytes (``(510 q + 2^15) // 2^16`` once the weights cancel) are
+those of the overlapping run, each pixel scored once. There are then no seams (0 compared) and
+``windows``/``windows_skipped`` count the grid's windows; the provenance keeps the settings.
 """
 
 from __future__ import annotations
@@ -197,7 +204,10 @@ class SceneSegmentation:
             n or f"band {b + 1}" for n, b in zip(names, self.bands, strict=True)
         )
         self.k = len(self.kind.colours)
-        w, o = settings.window, settings.overlap
+        # A pointwise kind gives a pixel the same scores in every window: one flat window per
+        # pixel gives the same sums' quotients, so the same bytes (see the module docstring).
+        pointwise = self.kind.pointwise
+        w, o = settings.window, 0 if pointwise else settings.overlap
         self.ctx = JobContext(
             source=source,
             scene_path=str(path),
@@ -211,7 +221,7 @@ class SceneSegmentation:
             overlap=o,
             batch=settings.batch,
             classes=self.k,
-            taper=settings.taper(),
+            taper=(1,) * w if pointwise else settings.taper(),
             rows=tuple(int(v) for v in origins(scene.height, w, o)),
             cols=tuple(int(v) for v in origins(scene.width, w, o)),
             token=uuid.uuid4().hex,
@@ -254,7 +264,8 @@ class SceneSegmentation:
         total = len(self.ctx.rows) * len(self.ctx.cols)
         per = s.job_windows
         if per is None:  # small enough for the sums, enough jobs to keep every worker busy
-            fit = (JOB_BYTES // (4 * self.k * s.window) - s.overlap) // max(1, s.stride)
+            o = self.ctx.overlap
+            fit = (JOB_BYTES // (4 * self.k * s.window) - o) // max(1, s.window - o)
             workers = self.engine.workers if self.engine is not None else 1
             per = min(fit, -(-total // (8 * workers)))
         per = max(1, -(-per // b)) * b

@@ -193,6 +193,7 @@ def run_job(ctx: JobContext, job: Job) -> JobResult:
         )  # fmt: skip
     t1 = np.asarray(ctx.taper, dtype=np.int32)
     weight = t1[:, None] * t1[None, :]
+    flat = bool(np.all(t1 == 1))  # weights 1: the scores are added as they are
     strips: dict[int, tuple[np.ndarray, ...]] = {}
     run = skipped = 0
     batches = range(job.g0 // bsz, -(-job.g1 // bsz))
@@ -227,14 +228,17 @@ def run_job(ctx: JobContext, job: Job) -> JobResult:
                 y, x0, off = ctx.rows[k], ctx.cols[j], (j - src.j0) * stride
                 q = q_all[m]
                 kw = src.keep[:, off : off + w]
-                wv = weight if src.all_valid and kw.all() else np.where(kw, weight, 0)
+                full = src.all_valid and kw.all()
+                wv = weight if full else np.where(kw, weight, 0)
                 # The window's part inside the scene, in window and in piece coordinates.
                 a0, a1 = max(0, -y), min(w, h_img - y)
                 b0, b1 = max(0, -x0), min(w, w_img - x0)
                 ys, xs_ = y + a0 - piece.row0, x0 + b0 - piece.col0
                 if (a0, a1, b0, b1) != (0, w, 0, w):
                     q, wv = q[:, a0:a1, b0:b1], wv[a0:a1, b0:b1]
-                piece.acc[:, ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += q * wv
+                piece.acc[:, ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += (
+                    q if flat and full else q * wv
+                )
                 piece.wsum[ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += wv
                 if o:
                     strips[g] = _strips(q_all[m], kw, o)

@@ -180,6 +180,15 @@ class PixelKind(Kind, Protocol):
         ...
 
     @property
+    def pointwise(self) -> bool:
+        """Whether a pixel's scores depend on its own bands only (not on its neighbours).
+
+        The whole-scene runner then scores each pixel once (no overlap, no blending): the bytes
+        are the same as with overlapping windows, since every window gives a pixel equal scores.
+        """
+        ...
+
+    @property
     def colours(self) -> tuple[str, ...]:
         """Each class's display colour, ``#rrggbb``, in class order."""
         ...

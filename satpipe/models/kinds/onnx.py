@@ -80,13 +80,13 @@ MEAN_INTENSITY = "mean_intensity"
 class OnnxKind:
     """A pre-trained ONNX classifier (see the module docstring).
 
-    ``input`` is a per-instance read-only property here (``"features"`` or ``"pixels"``, from
-    ``params``), not a class attribute as in :class:`~satpipe.models.kinds.base.Kind`: the same kind
-    serves both.
+    ``input`` is a per-instance property here (``"features"`` or ``"pixels"``, from ``params``),
+    not a class attribute as in :class:`~satpipe.models.kinds.base.Kind`: one kind serves both.
     """
 
     name: ClassVar[str] = "onnx"
     schema: ClassVar[int] = 1
+    pointwise: ClassVar[bool] = False  # a graph's scores may depend on a pixel's neighbours
     _px: px.PixelModel | None = None  # output pixels: the checked per-pixel graph
 
     def __init__(self, *, path: str, file: Path, sha256: str, spec: Spec, graph: Graph) -> None:

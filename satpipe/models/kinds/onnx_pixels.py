@@ -196,20 +196,27 @@ def _plain(pixel: PixelSpec) -> Any:
 
 
 def normalise(x: np.ndarray, pixel: PixelSpec, dtype: Any) -> np.ndarray:
-    """The graph's input for pixels ``x`` ``(N, C, H, W)`` (see the module docstring)."""
-    r = np.asarray(x, dtype=np.float64)
-    c = r.shape[1]
+    """The graph's input for pixels ``x`` ``(N, C, H, W)`` (see the module docstring).
 
-    def column(value: tuple[float, ...] | None, default: float) -> np.ndarray:
-        v = np.full(c, default) if value is None else np.asarray(value, dtype=np.float64)
-        return v.reshape(1, c, 1, 1)
-
+    One float64 copy worked in place in the documented order (same bits; no ``* 1``, ``/ 1``,
+    ``- 0``), invalid pixels sought only where the exact float64 sum of ``x`` is not finite.
+    """
+    r = np.array(x, dtype=np.float64)
+    scale, offset, mean, std = (
+        None if v is None else np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1)
+        for v in (getattr(pixel, key) for key in NORMALISATION)
+    )
     with np.errstate(invalid="ignore", over="ignore"):
-        r = r * column(pixel.scale, 1.0) + column(pixel.offset, 0.0)
-        r = (r - column(pixel.mean, 0.0)) / column(pixel.std, 1.0)
-    invalid = ~np.all(np.isfinite(x), axis=1, keepdims=True)
-    r = np.where(invalid, 0.0, r)
-    return np.ascontiguousarray(r, dtype=dtype)
+        if scale is not None:
+            r *= scale
+        r += 0.0 if offset is None else offset  # + 0.0 turns -0.0 into 0.0, as it always did
+        if mean is not None:
+            r -= mean
+        if std is not None:
+            r /= std
+    if not np.isfinite(np.sum(x, dtype=np.float64)):
+        np.copyto(r, 0.0, where=~np.isfinite(x).all(axis=1, keepdims=True))
+    return r.astype(dtype, copy=False)
 
 
 def probabilities(
@@ -219,7 +226,7 @@ def probabilities(
     out = np.asarray(out)
     if out.shape != expected:
         raise ModelError(f"{file}: output {name!r} has shape {out.shape}; expected {expected}")
-    if not np.isfinite(out).all():
+    if not np.isfinite(np.sum(out, dtype=np.float64)) and not np.isfinite(out).all():
         raise ModelError(f"{file}: output {name!r} holds NaN or infinite scores; expected numbers")
     if pixel.scores == "probabilities":
         return np.ascontiguousarray(out, dtype=np.float32)

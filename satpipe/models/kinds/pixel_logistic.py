@@ -95,11 +95,10 @@ def feature_columns(values: np.ndarray, features: Sequence[Feature]) -> list[np.
     for _, pos in features:
         if len(pos) == 1:
             out.append(values[pos[0]])
-        else:
-            a, b = values[pos[0]], values[pos[1]]
-            total = a + b
-            safe = np.where(total == 0.0, 1.0, total)
-            out.append(np.where(total == 0.0, 0.0, (a - b) / safe))
+            continue
+        a, b = values[pos[0]], values[pos[1]]
+        total = a + b
+        out.append(np.where(total == 0.0, 0.0, (a - b) / np.where(total == 0.0, 1.0, total)))
     return out
 
 
@@ -111,6 +110,7 @@ class PixelLogisticKind:
     input: ClassVar[Literal["features", "pixels"]] = "pixels"
     output: ClassVar[Output] = "pixels"
     window: ClassVar[int | None] = None
+    pointwise: ClassVar[bool] = True  # elementwise per pixel: the runner scores each pixel once
     feature_names: ClassVar[tuple[str, ...]] = ()
     monitored: ClassVar[str] = "mean_intensity"
 
