@@ -1,30 +1,43 @@
-"""Benchmark whole-scene segmentation: peak memory by scene size, ONNX speed against its floor.
+"""Benchmark whole-scene segmentation: peak memory, ONNX speed against its floor, pixel_logistic.
 
 Usage::
 
-    python benchmarks/segment.py                          # memory at 4096 and 10980, speed at 2048
-    python benchmarks/segment.py --memory 4096 --speed 1024 --pixel 2048
+    python benchmarks/segment.py               # all: --memory 4096 10980 --onnx 2048 --pixel 4096
+    python benchmarks/segment.py --onnx 4096 --reps 5    # only the ONNX speed part
+    python benchmarks/segment.py --memory 10980          # only one memory run
 
-Memory: for each size a 4-band uint16 scene (tiled 512, deflate, nodata 0, smooth values) is
-written window by window, then a fresh process runs :class:`SceneSegmentation` over it (W=256,
-O=32, K=4, a pointwise numpy stand-in: the model's cost does not change the memory) with every
-block consumed, and reports its peak RSS (``VmHWM``) and that of the bare imports.
+Scenes: 4-band uint16 (B02 B03 B04 B08), tiled 512, deflate, nodata 0, smooth values plus noise,
+written 512 rows at a time (never whole in memory), outside anything measured.
 
-Speed: a small ONNX graph built with ``onnx.helper`` (3x3 convolutions 4->16->16->4, softmax),
-run by ONNX Runtime with pinned options (``ORT_ENABLE_BASIC``, one intra-op thread, sequential),
-wrapped in a minimal per-pixel kind (mean/std normalisation, NaN to 0). In the same run: the
-floor (bare ``session.run`` on the same number of batches of the same shape), the whole-scene run
-with one worker (its breakdown: reads, normalisation+model, blending, stitching), the same with
-``overlap 0`` (the cost of the overlap), two local workers, and Dask with two workers (bytes
-compared with the local run). Prints figures; asserts nothing.
+ONNX kind: the real ``OnnxKind`` fitted from a graph built with ``onnx.helper`` (``--layers`` 3x3
+convolutions of width ``--hidden``, default 4->16->16, with ReLU, then a 1x1 head to 4 logits;
+windows 256, dynamic batch) and declared params (bands by common name, scale/offset to
+reflectance, per-band mean/std, ``scores: logits``), run with the pinned session options (one
+intra-op thread per process). Window 256, overlap 32, Hann, batch 8 unless told; every run writes
+the class COG and the probability COG (``SegmentWriter``).
+
+``--memory``: per size, a fresh process runs the ONNX kind over the scene writing both COGs and
+prints its peak RSS (``VmHWM``) and that of its imports (the baseline).
+
+``--onnx``: a warm-up run records the ``session.run`` calls the runner makes (the normalised,
+padded batches of the scene's own pixels); then ``--reps`` times, interleaved: the floor (those
+calls replayed on the kind's session, bare), the run (1 worker), the run with overlap 0 and the
+run with 2 local workers. Prints each, the ratios of the medians and of the minimums, the
+breakdown (reads, normalisation, session.run, softmax, blending, stitching, writes), and checks
+the output bytes equal across workers, reps and with Dask (2 workers) when it is installed.
+
+``--pixel``: the pixel_logistic kind (pointwise) over a scene writing the class COG, against the
+I/O floor (read the scene once, write a class COG of the same size), interleaved ``--reps`` times,
+with 1 and 2 local workers; also the run writing the probability COG too (what the stage does).
+
+Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,371 +45,266 @@ import time
 from pathlib import Path
 from typing import Any
 
+os.environ.setdefault("GDAL_CACHEMAX", "16")  # as the stages set it (stages/_cli.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _segment_common: a sibling module
+
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
+from _segment_common import (
+    CLASSES,
+    COLOURS,
+    WINDOW,
+    hwm,
+    make_graph,
+    med,
+    onnx_kind,
+    pixel_kind,
+    probed,
+    record,
+    replay,
+    segment_to_cogs,
+    show,
+    write_scene,
+)
 from rasterio.windows import Window
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from satpipe.engines.engine import Engine
+from satpipe.engines.spec import EngineSpec
+from satpipe.inference.segment import SegmentSettings
+from satpipe.outputs.segmentation import SegmentWriter
 
-from satpipe.engines.engine import Engine  # noqa: E402
-from satpipe.engines.spec import EngineSpec  # noqa: E402
-from satpipe.inference.segment import SceneSegmentation, SegmentSettings  # noqa: E402
-from tests.records import scene_record  # noqa: E402
-
-NAMES = ("B02", "B03", "B04", "B08")
+OVERLAP = 32
 
 
-def write_scene(path: Path, size: int) -> None:
-    """A 4-band uint16 scene written 512 rows at a time (smooth values plus noise)."""
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 4,
-        "dtype": "uint16",
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000, 4000000, 10, 10),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "compress": "deflate",
-        "bigtiff": "if_safer",
-    }
-    rng = np.random.default_rng(1)
-    x = np.arange(size)
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.descriptions = NAMES
-        for r in range(0, size, 512):
-            rows = min(512, size - r)
-            yy = np.arange(r, r + rows)[:, None]
-            base = 1500 + 1000 * np.sin(yy / 300.0) * np.cos(x[None, :] / 410.0)
-            data = np.stack([base * (0.6 + 0.2 * b) for b in range(4)])
-            data += rng.integers(0, 200, size=data.shape)
-            dst.write(data.astype(np.uint16), window=Window(0, r, size, rows))
+def memory_child(root: str, scene: str, size: int, batch: int) -> None:
+    """In a fresh process: segment the scene with the ONNX kind, write both COGs, print JSON."""
+    import onnxruntime  # noqa: F401  (the imports' baseline includes it)
 
-
-def record(size: int) -> Any:
-    """The scene's record as ingest would describe it (the fields the run reads)."""
-    return scene_record(
-        "bench",
-        width=size,
-        height=size,
-        count=4,
-        dtypes=("uint16",) * 4,
-        nodata=0,
-        band_descriptions=NAMES,
-    )
-
-
-class PointKind:
-    """A pointwise numpy stand-in (for the memory runs): softmax of a linear map."""
-
-    window = None
-    colours = ("#0000ff", "#00ff00", "#a0522d", "#ffffff")
-    output = "pixels"
-    pointwise = False  # the memory of the windowed path (the general one) is what is measured
-
-    def band_indices(self, names: Any, count: int, source: str) -> tuple[int, ...]:
-        """The first four bands."""
-        return (0, 1, 2, 3)
-
-    def provenance(self) -> dict[str, str]:
-        """Nothing to record."""
-        return {}
-
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        """Per-pixel probabilities."""
-        f = np.nan_to_num(x / np.float32(1000))
-        z = np.einsum("kb,nbhw->nkhw", np.eye(4, dtype=np.float32) - 0.25, f)
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def conv_graph() -> bytes:
-    """3x3 convolutions 4->16->16->4 with ReLU, then a softmax over classes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, prev, chans = [], [], "x", [4, 16, 16, 4]
-    for i in range(3):
-        w = rng.normal(0, 0.3, size=(chans[i + 1], chans[i], 3, 3)).astype(np.float32)
-        b = rng.normal(0, 0.1, size=chans[i + 1]).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
-        out = f"c{i}"
-        nodes.append(helper.make_node("Conv", [prev, f"w{i}", f"b{i}"], [out], pads=[1] * 4))
-        if i < 2:
-            nodes.append(helper.make_node("Relu", [out], [f"r{i}"]))
-            out = f"r{i}"
-        prev = out
-    nodes.append(helper.make_node("Softmax", [prev], ["y"], axis=1))
-    graph = helper.make_graph(
-        nodes,
-        "seg",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 256, 256])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 256, 256])],
-        inits,
-    )
-    return onnx.helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)]
-    ).SerializeToString()
-
-
-def session(graph: bytes) -> Any:
-    """An ONNX Runtime CPU session with pinned options."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-
-
-class OnnxPixelKind(PointKind):
-    """A minimal per-pixel kind around an ONNX Runtime session (built once per process)."""
-
-    window = 256
-
-    def __init__(self, graph: bytes) -> None:
-        self.graph = graph
-        self.mean = np.full((1, 4, 1, 1), 1500, dtype=np.float32)
-        self.scale = np.full((1, 4, 1, 1), 1 / 600, dtype=np.float32)
-        self._session: Any = None
-        self.seconds = {"normalise": 0.0, "run": 0.0}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_session": None}
-
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        """Normalise, then run the graph (timing both)."""
-        if self._session is None:
-            self._session = session(self.graph)
-        t = time.perf_counter()
-        z = x - self.mean  # float32 throughout, in place after the first pass
-        z *= self.scale
-        np.copyto(z, 0.0, where=np.isnan(z))
-        t1 = time.perf_counter()
-        y = self._session.run(None, {"x": z})[0]
-        self.seconds["normalise"] += t1 - t
-        self.seconds["run"] += time.perf_counter() - t1
-        return y
-
-
-def _hwm() -> float:
-    """This process's peak RSS, MiB (``VmHWM``: unlike ``ru_maxrss`` it restarts at exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def memory_child(path: str, size: int) -> None:
-    """In a fresh process: run over the scene and print peak RSS (MiB) as JSON."""
-    base = _hwm()
-    settings = SegmentSettings(256, 32, "hann", 8)
+    base = hwm()
     start = time.perf_counter()
-    run = SceneSegmentation(PointKind(), record(size), path, settings)  # type: ignore[arg-type]
-    blocks = sum(1 for _ in run.blocks())
-    peak = _hwm()
-    print(
-        json.dumps(
-            {
-                "base_mib": base,
-                "peak_mib": peak,
-                "blocks": blocks,
-                "windows": run.stats.windows,
-                "seconds": time.perf_counter() - start,
-            }
-        )
+    kind = onnx_kind(Path(root))
+    fitted = hwm()  # the session made and run once (the smoke test)
+    settings = SegmentSettings(WINDOW, OVERLAP, "hann", batch)
+    done = segment_to_cogs(
+        kind, record(size), Path(scene), settings, None, Path(root) / f"mem{size}"
     )
+    out = {
+        "base_mib": base,
+        "fit_mib": fitted,
+        "peak_mib": hwm(),
+        "windows": done.run.stats.windows,
+        "seconds": time.perf_counter() - start,
+    }
+    print(json.dumps(out))
 
 
-def memory(sizes: list[int], tmp: Path) -> None:
-    """Peak RSS of a whole-scene run per scene size."""
+def memory(sizes: list[int], tmp: Path, batch: int, graph: tuple[int, int]) -> None:
+    """Peak RSS of a fresh process segmenting a scene per size."""
+    make_graph(tmp, *graph)
     for size in sizes:
         path = tmp / f"mem{size}.tif"
         t = time.perf_counter()
         write_scene(path, size)
         wrote = time.perf_counter() - t
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(path), str(size)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+        argv = [sys.executable, __file__, "--child", str(tmp), str(path), str(size), str(batch)]
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         print(
-            f"memory {size}x{size}x4: peak RSS {r['peak_mib']:.0f} MiB (imports alone "
-            f"{r['base_mib']:.0f} MiB), {r['windows']} windows, {r['seconds']:.1f} s "
-            f"(scene written in {wrote:.1f} s)"
+            f"memory {size}x{size}x4 uint16, ONNX ({graph[0]}x{graph[1]}) window {WINDOW}, "
+            f"overlap {OVERLAP}, batch {batch}, 1 worker, both COGs written: peak RSS "
+            f"{r['peak_mib']:.0f} MiB (imports "
+            f"alone {r['base_mib']:.0f} MiB, with the fitted kind {r['fit_mib']:.0f} MiB, so "
+            f"{r['peak_mib'] - r['base_mib']:.0f} MiB for fit and run); {r['windows']} windows "
+            f"in {r['seconds']:.1f} s (scene written beforehand by this process, {wrote:.1f} s)",
+            flush=True,
         )
         path.unlink()
 
 
-def _digest(run: SceneSegmentation) -> str:
-    h = hashlib.sha256()
-    for block in run.blocks():
-        h.update(block.classes.tobytes())
-        h.update(block.probabilities.tobytes())
-    return h.hexdigest()
-
-
-def speed(size: int, tmp: Path, batch: int) -> None:
-    """ONNX whole-scene runs against the bare session.run floor, in one run."""
-    path = tmp / f"speed{size}.tif"
-    write_scene(path, size)
-    graph = conv_graph()
-    rec = record(size)
-    results: dict[str, Any] = {}
-
-    def timed(name: str, overlap: int, engine: Engine | None) -> SceneSegmentation:
-        kind = OnnxPixelKind(graph)
-        kind.scores(np.zeros((batch, 4, 256, 256), dtype=np.float32))  # warm the session
-        kind.seconds = {"normalise": 0.0, "run": 0.0}
-        run = SceneSegmentation(
-            kind, rec, path, SegmentSettings(256, overlap, "hann", batch), engine
-        )  # type: ignore[arg-type]
-        t = time.perf_counter()
-        results[name] = (_digest(run), time.perf_counter() - t, run, kind)
-        return run
-
-    one = timed("local/1 O=32", 32, None)
-    windows = one.stats.windows
-    calls = -(-windows // batch)
-    run_calls = calls
-    sess = session(graph)
-    x = np.random.default_rng(0).normal(size=(batch, 4, 256, 256)).astype(np.float32)
-    sess.run(None, {"x": x})
-    t = time.perf_counter()
-    for _ in range(calls):
-        sess.run(None, {"x": x})
-    floor = time.perf_counter() - t
-    timed("local/1 O=0", 0, None)
-    with Engine(EngineSpec("local", 2)) as engine:
-        timed("local/2 O=32", 32, engine)
+def _engine_run(name: str, spec: EngineSpec, go: Any, digest: str) -> None:
+    """One warm-up and one timed run on ``spec``'s engine; bytes compared with ``digest``."""
     try:
-        with Engine(EngineSpec("dask", 2)) as engine:
-            timed("dask/2 O=32", 32, engine)
+        with Engine(spec) as engine:
+            go(engine)
+            t = time.perf_counter()
+            done = go(engine)
+            print(
+                f"  {name}: {time.perf_counter() - t:.2f} s (after a warm-up run); bytes equal "
+                f"to local/1: {done.digest == digest}"
+            )
     except Exception as exc:  # report, do not stop
-        print(f"dask: not run ({type(exc).__name__}: {exc})")
+        print(f"  {name}: not run ({type(exc).__name__}: {exc})")
 
-    digest, wall, run, kind = results["local/1 O=32"]
-    print(f"speed {size}x{size}, batch {batch}, {windows} windows ({calls} calls), 1 thread:")
+
+def onnx_speed(size: int, tmp: Path, batch: int, reps: int, graph: tuple[int, int]) -> None:
+    """The ONNX kind over a whole scene against the bare session.run floor, interleaved."""
+    path = tmp / f"onnx{size}.tif"
+    write_scene(path, size)
+    make_graph(tmp, *graph)
+    kind, rec = onnx_kind(tmp), record(size)
+
+    def go(overlap: int, engine: Engine | None, out: str) -> Any:
+        settings = SegmentSettings(WINDOW, overlap, "hann", batch)
+        return segment_to_cogs(kind, rec, path, settings, engine, tmp / out)
+
+    floors: list[float] = []
+    ones: list[Any] = []
+    zeros: list[Any] = []
+    twos: list[Any] = []
+    probes = []
+    with Engine(EngineSpec("local", 2, None)) as two:
+        go(OVERLAP, two, "two")  # warm the workers (forked first: no copy-on-write faults later)
+        with probed(keep=True) as rec_probe:  # warm-up: page cache, session; the runner's calls
+            warm = go(OVERLAP, None, "warm")
+        calls = rec_probe.calls
+        shapes = {tuple(feed.shape) for _, _, f in calls for feed in f.values()}
+        windows = warm.run.stats.windows
+        for _ in range(reps):
+            floors.append(replay(calls))
+            with probed() as probe:
+                ones.append(go(OVERLAP, None, "one"))
+            probes.append(probe)
+            zeros.append(go(0, None, "zero"))
+            twos.append(go(OVERLAP, two, "two"))
+    walls = [r.wall for r in ones]
     print(
-        f"  floor (bare session.run x {calls}): {floor:.2f} s; the run made {run_calls} calls "
-        "(only the scene's last batch is padded)"
+        f"onnx {size}x{size}, graph {graph[0]} 3x3 convolutions of width {graph[1]}, window "
+        f"{WINDOW}, overlap {OVERLAP}, hann, batch {batch}, 1 thread "
+        f"per process, {reps} reps interleaved (floor, run, run O=0, run 2 workers):"
     )
-    print(f"  whole scene, 1 worker: {wall:.2f} s = {wall / floor:.3f} x floor")
-    s = run.seconds
     print(
-        f"  breakdown: reads {s['read']:.2f} s, normalisation {kind.seconds['normalise']:.2f} s, "
-        f"session.run {kind.seconds['run']:.2f} s, blending {s['blend']:.2f} s, "
-        f"stitching/finalising {s['stitch']:.2f} s, waiting for reads {s['wait']:.2f} s (reads "
-        "and stitching overlap the model; no writes: blocks are hashed)"
+        f"  {windows} windows, {len(calls)} session.run calls of {sorted(shapes)} (the last "
+        f"padded with copies of the scene's last window: {len(calls) * batch - windows})"
     )
-    _, w0, r0, _ = results["local/1 O=0"]
+    print(f"  floor (those calls replayed, bare): {show(floors)}")
+    print(f"  run, 1 worker, both COGs written:   {show(walls)}")
+    per_rep = [f"{w / f:.3f}" for w, f in zip(walls, floors, strict=True)]
     print(
-        f"  overlap: O=0 {r0.stats.windows} windows {w0:.2f} s; O=32 {windows} windows "
-        f"{wall:.2f} s ({wall / w0:.3f} x)"
+        f"  run / floor: median {med(walls) / med(floors):.3f}x, min "
+        f"{min(walls) / min(floors):.3f}x (per rep: {', '.join(per_rep)})"
     )
-    d2, w2, _, _ = results["local/2 O=32"]
-    print(f"  2 local workers: {w2:.2f} s, {wall / w2:.2f} x one; bytes equal: {d2 == digest}")
-    if "dask/2 O=32" in results:
-        dd, wd, _, _ = results["dask/2 O=32"]
-        print(f"  dask 2 workers: {wd:.2f} s; bytes equal to local: {dd == digest}")
+    i = walls.index(sorted(walls)[(len(walls) - 1) // 2])  # the (lower) median rep's breakdown
+    s, p, w = ones[i].run.seconds, probes[i].seconds, ones[i]
+    other = s["model"] - p["normalise"] - p["session"] - p["softmax"]
+    print(
+        f"  breakdown of the median run ({w.wall:.2f} s): job thread: reads waited for "
+        f"{s['wait']:.2f} s, normalisation {p['normalise']:.2f} s, session.run "
+        f"{p['session']:.2f} s, softmax {p['softmax']:.2f} s, other model glue {other:.2f} s, "
+        f"blending {s['blend']:.2f} s; main thread: stitching {s['stitch']:.2f} s, writes "
+        f"{w.write:.2f} s, COG build at close {w.close:.2f} s; reads (helper thread, overlapping "
+        f"the model) {s['read']:.2f} s"
+    )
+    z = [r.wall for r in zeros]
+    nz = zeros[0].run.stats.windows
+    print(
+        f"  overlap 0: {nz} windows, {show(z)}; overlap {OVERLAP} costs {med(walls) / med(z):.3f}x "
+        f"({med(walls) - med(z):.2f} s, windows x{windows / nz:.3f})"
+    )
+    t2 = [r.wall for r in twos]
+    same = {r.digest for r in ones} == {warm.digest} == {r.digest for r in twos}
+    print(
+        f"  2 local workers: {show(t2)}; speed-up over 1: median {med(walls) / med(t2):.2f}x, "
+        f"min {min(walls) / min(t2):.2f}x; bytes equal (1 and 2 workers, every rep): {same}"
+    )
+
+    def on_dask(engine: Engine) -> Any:
+        return go(OVERLAP, engine, "dask")
+
+    _engine_run("dask, 2 workers (LocalCluster)", EngineSpec("dask", 2, None), on_dask, warm.digest)
     path.unlink()
 
 
-def pixel_kind() -> Any:
-    """A pixel_logistic kind fitted on a small deterministic sample (bands, NDWI, NDVI)."""
-    from satpipe.models.kinds.base import PixelSample, TrainingSet
-    from satpipe.models.kinds.pixel_logistic import PixelLogisticKind
-
-    rng = np.random.default_rng(2)
-    values = rng.integers(200, 3000, size=(4000, 4)).astype(np.float64)
-    classes = np.argmax(values @ (np.eye(4) - 0.25), axis=1)
-    colours = ("#0000ff", "#00ff00", "#a0522d", "#ffffff")
-    params = {
-        "features": ["bands", "ndwi", "ndvi"],
-        "pixels": {"classes": [{"name": f"c{i}", "colour": c} for i, c in enumerate(colours)]},
-    }
-    train = TrainingSet(np.zeros((0, 0)), (), (), tuple(f"c{i}" for i in range(4)))
-    train = TrainingSet(train.features, (), (), train.classes, PixelSample(values, classes, NAMES))
-    return PixelLogisticKind.fit(train, params, ROOT)
+def io_floor(path: Path, rec: Any, out: Path) -> float:
+    """Read the scene once (512-row windows) and write a class COG of its size; seconds."""
+    t = time.perf_counter()
+    with (
+        rasterio.open(path) as src,
+        SegmentWriter(out, rec, CLASSES, COLOURS) as writer,
+    ):
+        for r in range(0, src.height, 512):
+            data = src.read(window=Window(0, r, src.width, min(512, src.height - r)))
+            valid = np.all(data != 0, axis=0)
+            cls = np.argmax(data, axis=0).astype(np.uint8)
+            writer.write(r, cls, np.ones((1, *valid.shape), np.uint8), valid)
+    return time.perf_counter() - t
 
 
-def pointwise(size: int, tmp: Path, batch: int) -> None:
-    """The pixel_logistic kind over a whole scene, written as COGs, against the I/O floor."""
-    from satpipe.outputs.segmentation import SegmentWriter
-
+def pixel_speed(size: int, tmp: Path, batch: int, reps: int) -> None:
+    """The pixel_logistic kind over a whole scene against the I/O floor, interleaved."""
     path = tmp / f"pixel{size}.tif"
     write_scene(path, size)
     kind, rec = pixel_kind(), record(size)
-    t = time.perf_counter()  # the floor: read the scene once, write a class COG of its size
-    with (
-        rasterio.open(path) as src,
-        SegmentWriter(tmp / "floor.tif", rec, kind.classes, kind.colours) as writer,
-    ):
-        for r in range(0, size, 512):
-            data = src.read(window=Window(0, r, size, min(512, size - r)))
-            valid = np.all(data != 0, axis=0)
-            writer.write(
-                r,
-                np.argmax(data, axis=0).astype(np.uint8),
-                np.ones((1, *valid.shape), np.uint8),
-                valid,
-            )
-    floor = time.perf_counter() - t
+    settings = SegmentSettings(WINDOW, OVERLAP, "hann", batch)
 
-    def timed(engine: Engine | None) -> tuple[float, SceneSegmentation]:
-        t = time.perf_counter()
-        run = SceneSegmentation(kind, rec, path, SegmentSettings(256, 32, "hann", batch), engine)
-        with SegmentWriter(
-            tmp / "class.tif", rec, kind.classes, kind.colours, probability_path=tmp / "prob.tif"
-        ) as writer:
-            for block in run.blocks():
-                writer.write(block)
-        return time.perf_counter() - t, run
+    def go(engine: Engine | None, out: str, prob: bool = False) -> Any:
+        return segment_to_cogs(kind, rec, path, settings, engine, tmp / out, prob)
 
-    wall, run = timed(None)
-    with Engine(EngineSpec("local", 2)) as engine:
-        wall2, _ = timed(engine)
-    s = run.seconds
-    print(f"pixel_logistic {size}x{size} (window 256, overlap 32, batch {batch}, 1 worker):")
+    floors: list[float] = []
+    ones: list[Any] = []
+    boths: list[Any] = []
+    twos: list[Any] = []
+    with Engine(EngineSpec("local", 2, None)) as two:
+        go(two, "ptwo")  # warm the workers (forked first: no copy-on-write faults later)
+        io_floor(path, rec, tmp / "floor.tif")  # warm-up: page cache
+        warm = go(None, "pwarm")
+        for _ in range(reps):
+            floors.append(io_floor(path, rec, tmp / "floor.tif"))
+            ones.append(go(None, "pone"))
+            boths.append(go(None, "pboth", prob=True))
+            twos.append(go(two, "ptwo"))
+    walls, w2, wb = [r.wall for r in ones], [r.wall for r in twos], [r.wall for r in boths]
     print(
-        f"  I/O floor (read once + class COG): {floor:.2f} s; run + class and probability "
-        f"COGs: {wall:.2f} s = {wall / floor:.3f} x floor"
+        f"pixel_logistic {size}x{size} (pointwise: overlap 0, window {WINDOW}, batch {batch}), "
+        f"{reps} reps interleaved (floor, run, run + probability COG, run 2 workers):"
+    )
+    print(f"  I/O floor (read once + class COG): {show(floors)}")
+    print(f"  run + class COG, 1 worker:         {show(walls)}")
+    print(
+        f"  run / floor: median {med(walls) / med(floors):.3f}x, min "
+        f"{min(walls) / min(floors):.3f}x"
+    )
+    i = walls.index(sorted(walls)[(len(walls) - 1) // 2])
+    s, w = ones[i].run.seconds, ones[i]
+    print(
+        f"  breakdown of the median run ({w.wall:.2f} s): reads {s['read']:.2f} s (waited for "
+        f"{s['wait']:.2f} s), model {s['model']:.2f} s, blending {s['blend']:.2f} s, stitching "
+        f"{s['stitch']:.2f} s, writes {w.write:.2f} s, COG build {w.close:.2f} s"
     )
     print(
-        f"  breakdown: reads {s['read']:.2f} s, model {s['model']:.2f} s, blending "
-        f"{s['blend']:.2f} s, stitching {s['stitch']:.2f} s (pointwise: each pixel scored once)"
+        f"  run + class and probability COGs (the stage's outputs), 1 worker: {show(wb)} = "
+        f"{med(wb) / med(floors):.3f}x floor (medians)"
     )
-    print(f"  2 local workers: {wall2:.2f} s = {wall2 / floor:.3f} x floor")
+    same = {r.digest for r in ones} == {warm.digest} == {r.digest for r in twos}
+    print(
+        f"  2 local workers + class COG: {show(w2)} = {med(w2) / med(floors):.3f}x floor, "
+        f"{med(walls) / med(w2):.2f}x one worker (medians); bytes equal (every run): {same}"
+    )
     path.unlink()
 
 
 def main() -> None:
-    """Parse arguments and run the benchmarks."""
+    """Parse arguments and run the parts asked for (all of them when none is)."""
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        memory_child(sys.argv[2], int(sys.argv[3]))
+        memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--memory", type=int, nargs="*", default=[4096, 10980])
-    ap.add_argument("--speed", type=int, default=2048)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--pixel", type=int, default=4096, help="pixel_logistic scene side (0: skip)")
+    ap.add_argument("--memory", type=int, nargs="+", metavar="SIZE", help="scene sides")
+    ap.add_argument("--onnx", type=int, metavar="SIZE", help="ONNX speed: scene side")
+    ap.add_argument("--pixel", type=int, metavar="SIZE", help="pixel_logistic: scene side")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
+    ap.add_argument("--batch", type=int, default=8, help="windows per model call (default 8)")
+    ap.add_argument("--layers", type=int, default=2, help="ONNX graph: 3x3 convolutions (2)")
+    ap.add_argument("--hidden", type=int, default=16, help="ONNX graph: their width (16)")
     args = ap.parse_args()
+    if args.memory is None and args.onnx is None and args.pixel is None:
+        args.memory, args.onnx, args.pixel = [4096, 10980], 2048, 4096
     with tempfile.TemporaryDirectory() as tmp:
-        memory(args.memory, Path(tmp))
-        if args.speed:
-            speed(args.speed, Path(tmp), args.batch)
+        if args.memory:
+            memory(args.memory, Path(tmp), args.batch, (args.layers, args.hidden))
+        if args.onnx:
+            onnx_speed(args.onnx, Path(tmp), args.batch, args.reps, (args.layers, args.hidden))
         if args.pixel:
-            pointwise(args.pixel, Path(tmp), args.batch)
+            pixel_speed(args.pixel, Path(tmp), args.batch, args.reps)
 
 
 if __name__ == "__main__":

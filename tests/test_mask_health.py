@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from satpipe.core.params import HealthParams
-from satpipe.core.records import SegmentStats
+from satpipe.core.segment_stats import SegmentStats
 from satpipe.evaluation.drift import health_report, psi, psi_bins_for
 from satpipe.evaluation.mask_health import mask_health, scene_summary
 from satpipe.models.model import reference_distribution
@@ -132,10 +132,12 @@ def test_too_few_pixels_is_insufficient_data_not_a_warning() -> None:
         assert check["min_samples"] == 1000
     assert report["status"] == "insufficient data"
     assert any("insufficient data" in text for text in report["recommendations"])
-    # nothing compared on the seams: fraction null, insufficient data
+    # nothing compared on the seams (a pointwise model, or overlap 0): nothing can disagree,
+    # which is not a lack of evidence
     none = scene_summary(_stats(seam=(0, 0)), _model())
     assert none["seam"]["fraction"] is None
-    assert mask_health(_model(), [none], HP)["checks"]["seam"]["status"] == "insufficient data"
+    seam = mask_health(_model(), [none], HP)["checks"]["seam"]
+    assert seam["status"] == "healthy" and seam["value"] is None and "overlap" in seam["reason"]
 
 
 def test_a_judged_problem_wins_over_insufficient_data() -> None:

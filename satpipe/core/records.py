@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
-import numpy as np
-
 from satpipe.core.errors import ModelError
 from satpipe.core.files import read_json
 
@@ -378,38 +376,3 @@ def by_scene(items: Iterable[_T]) -> dict[str | None, list[_T]]:
 def sorted_scene_ids(ids: Iterable[str | None]) -> list[str | None]:
     """Scene ids in sorted order, None (tiles of no named scene) first."""
     return sorted(ids, key=lambda sid: (sid is not None, sid or ""))
-
-
-@dataclass(frozen=True, kw_only=True)
-class SegmentStats:
-    """What a per-pixel model's whole-scene run saw (:mod:`satpipe.inference.segment`).
-
-    The segment stage turns it into the scene's summary JSON, which health reads.
-
-    Attributes:
-        scene: the scene id.
-        width, height: the scene's size, pixels.
-        valid_pixels: pixels classified (valid input; the rest are nodata in the outputs).
-        class_counts: ``(K,)`` int64, valid pixels per class, in the model's class order.
-        probability_counts: ``(256,)`` int64, valid pixels per winner-probability byte value
-            (the value written in the probability raster: ``round_half_up(255 p)``).
-        seam_compared: overlap-strip pixels (valid) where two neighbouring windows both gave a
-            class; ``seam_disagree`` of them got different classes from the two windows.
-        windows, windows_skipped: windows run, and skipped as entirely nodata.
-        band_sample: ``(N, B)`` float64, the model's bands (its band order) at the valid pixels
-            of a fixed grid (every 16th row and column from (8, 8)), in the scene's units.
-        band_names: the model's bands as the scene names them (``band <n>`` where unnamed).
-    """
-
-    scene: str
-    width: int
-    height: int
-    valid_pixels: int
-    class_counts: np.ndarray
-    probability_counts: np.ndarray
-    seam_compared: int
-    seam_disagree: int
-    windows: int
-    windows_skipped: int
-    band_sample: np.ndarray
-    band_names: tuple[str, ...]

@@ -31,72 +31,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from satpipe.core.errors import ModelError
 from satpipe.core.params import HealthParams
-from satpipe.core.records import SegmentStats, sorted_scene_ids
+from satpipe.core.records import sorted_scene_ids
+from satpipe.core.segment_stats import SegmentStats
+from satpipe.evaluation.band_drift import band_figures, band_summary, pool_bands, reference_band
 from satpipe.evaluation.drift import (
     INSUFFICIENT,
     STATUSES,
-    bin_expectations,
     graded_check,
-    psi_bins_for,
-    psi_from_counts,
-    psi_positions,
     worst_status,
 )
-from satpipe.models.kinds.pixels import common_name
 from satpipe.models.model import Model
 
 PROBABILITY_BINS = 16
-SKETCH_LEVELS = tuple(round(i / 20, 2) for i in range(21))
 
 
 def _r(value: float | None) -> float | None:
     return None if value is None else float(f"{float(value):.6g}")
-
-
-def reference_band(bands: Mapping[str, Any], name: str) -> str | None:
-    """The key of the reference ``bands`` for the scene band ``name``, or None.
-
-    The name itself, else a key with the same common name (``B08`` and ``nir`` are one band).
-    """
-    if name in bands:
-        return name
-    common = common_name(name)
-    matches = [k for k in sorted(bands) if common and common_name(k) == common]
-    return matches[0] if matches else None
-
-
-def band_summary(values: np.ndarray, reference: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One band's sample summarised: moments, a 21-quantile sketch, counts on the reference.
-
-    ``quantile_counts``: 102 counts, interval ``j`` holding the values with exactly ``j``
-    reference quantiles at or below them; ``histogram_counts``: counts on the reference
-    histogram's edges (values outside go to the first or last bin). Both None without reference.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    x = np.sort(x[np.isfinite(x)])
-    out: dict[str, Any] = {
-        "pixels": int(x.size),
-        "mean": _r(float(x.mean())) if x.size else None,
-        "std": _r(float(x.std())) if x.size else None,
-        "min": _r(float(x[0])) if x.size else None,
-        "max": _r(float(x[-1])) if x.size else None,
-        "quantiles": [_r(float(q)) for q in np.quantile(x, SKETCH_LEVELS)] if x.size else [],
-        "quantile_counts": None,
-        "histogram_counts": None,
-    }
-    if reference is not None:
-        q = np.asarray(reference["quantiles"], dtype=np.float64)
-        idx = np.searchsorted(q, x, side="right")
-        out["quantile_counts"] = [int(c) for c in np.bincount(idx, minlength=q.size + 1)]
-        edges = np.asarray(reference["histogram"]["edges"], dtype=np.float64)
-        bins = edges.size - 1
-        hist = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
-        out["histogram_counts"] = [int(c) for c in np.bincount(hist, minlength=bins)]
-    return out
 
 
 def _pixel_reference(model: Model) -> dict[str, Any]:
@@ -167,56 +120,6 @@ def scene_summary(stats: SegmentStats, model: Model) -> dict[str, Any]:
     }
 
 
-def _pool_bands(summaries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    pooled: dict[str, dict[str, Any]] = {}
-    for summary in summaries:
-        for name, band in summary["bands"].items():
-            key = band["reference"] or f"(unreferenced) {name}"
-            p = pooled.setdefault(key, {"reference": band["reference"], "parts": []})
-            p["parts"].append(band)
-    out: dict[str, dict[str, Any]] = {}
-    for key, p in pooled.items():
-        parts = [b for b in p["parts"] if b["pixels"]]
-        n = sum(b["pixels"] for b in parts)
-        mean = sum(b["pixels"] * b["mean"] for b in parts) / n if n else None
-        qc = [b["quantile_counts"] for b in parts if b["quantile_counts"] is not None]
-        out[key] = {
-            "reference": p["reference"],
-            "pixels": n,
-            "mean": mean,
-            "quantile_counts": np.sum(qc, axis=0) if qc else None,
-        }
-    return out
-
-
-def _band_figures(band: Mapping[str, Any], ref: Mapping[str, Any], hp: HealthParams) -> Any:
-    n, counts = band["pixels"], np.asarray(band["quantile_counts"], dtype=np.int64)
-    levels, m = np.asarray(ref["quantile_levels"], dtype=np.float64), int(ref["count"])
-    bins = psi_bins_for(n, hp.psi_bins)
-    cuts = psi_positions(levels.size, bins)
-    j = np.arange(counts.size)
-    psi_bin = np.array([sum(int(jj) >= c + 1 for c in cuts) for jj in j])
-    below = np.cumsum(counts)[: levels.size] / n  # share of values below each quantile
-    ks = float(np.max(np.abs(below - levels)))
-    effective = max(1, round(n * m / (n + m)))
-    std = ref["std"] or 1.0
-    return {
-        "pixels": n,
-        "psi": _r(
-            psi_from_counts(
-                np.bincount(psi_bin, weights=counts, minlength=bins),
-                bin_expectations(dict(ref), cuts),
-            )
-        ),
-        "psi_bins": bins,
-        "ks_statistic": _r(ks),
-        "ks_pvalue": _r(float(scipy_stats.kstwo.sf(ks, effective))),
-        "mean": _r(band["mean"]),
-        "reference_mean": _r(ref["mean"]),
-        "mean_shift_std": _r((band["mean"] - ref["mean"]) / std),
-    }
-
-
 _ADVICE = {
     "class_shift": "Class shares moved by {value:.1%} from training: check the scenes' "
     "season, clouds and sensor, and confirm with labelled pixels before trusting areas.",
@@ -246,15 +149,15 @@ def _judge(
         else None
     )
     compared, disagree = seam
-    band_figures = {
-        key: _band_figures(b, ref_bands[b["reference"]], hp)
+    per_band = {
+        key: band_figures(b, ref_bands[b["reference"]], hp)
         for key, b in sorted(bands.items())
         if b["reference"] is not None and b["pixels"] and b["quantile_counts"] is not None
     }
     figures: dict[str, Any] = {
         "class_shift": _r(shift),
         "seam_fraction": _r(disagree / compared) if compared else None,
-        "bands": band_figures,
+        "bands": per_band,
     }
     checks = {
         "class_shift": graded_check(
@@ -276,16 +179,25 @@ def _judge(
         ("psi", "psi", hp.psi_warning, hp.psi_critical),
         ("mean_shift", "mean_shift_std", hp.mean_shift_warning, hp.mean_shift_critical),
     ):
-        worst = max(band_figures, key=lambda k: abs(band_figures[k][figure]), default=None)
-        value = None if worst is None else abs(band_figures[worst][figure])
-        pixels = 0 if worst is None else band_figures[worst]["pixels"]
+        worst = max(per_band, key=lambda k: abs(per_band[k][figure]), default=None)
+        value = None if worst is None else abs(per_band[worst][figure])
+        pixels = 0 if worst is None else per_band[worst]["pixels"]
         checks[name] = {
             "band": worst,
             **graded_check(value, warn, crit, samples=pixels, min_samples=least),
         }
+    if not compared:  # nothing overlaps: nothing can disagree (not a lack of evidence)
+        checks["seam"] = {
+            "value": None,
+            "warning": hp.seam_warning,
+            "critical": hp.seam_critical,
+            "status": "healthy",
+            "reason": "no window overlap was compared (a pointwise model scores each pixel "
+            "once; or segment.overlap is 0)",
+        }
     if not ref_fr:
         checks["class_shift"]["reason"] = "the model has no reference class fractions"
-    if not band_figures:
+    if not per_band:
         for name in ("psi", "mean_shift"):
             checks[name]["reason"] = "no band has a training reference"
     return figures, checks
@@ -358,10 +270,10 @@ def mask_health(
             raise ModelError(
                 f"scene summary {s['scene']}: classes {s['classes']}; the model has {classes}"
             )
-    overall = _assess(_pooled(summaries, classes), _pool_bands(summaries), model, hp)
+    overall = _assess(_pooled(summaries, classes), pool_bands(summaries), model, hp)
     by_id = {s["scene"]: s for s in summaries}
     scenes = {
-        sid: _assess(_pooled([by_id[sid]], classes), _pool_bands([by_id[sid]]), model, hp)
+        sid: _assess(_pooled([by_id[sid]], classes), pool_bands([by_id[sid]]), model, hp)
         for sid in sorted_scene_ids(by_id)
     }
     recommendations, status = [], overall["status"]

@@ -50,7 +50,8 @@ import numpy as np
 
 from satpipe.core.errors import ModelError
 from satpipe.core.params import SegmentParams
-from satpipe.core.records import SceneRecord, SegmentStats
+from satpipe.core.records import SceneRecord
+from satpipe.core.segment_stats import SegmentStats
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
 from satpipe.inference.segment_job import (
