@@ -13,7 +13,7 @@ ONNX kind: the real ``OnnxKind`` fitted from a graph built with ``onnx.helper`` 
 convolutions of width ``--hidden``, default 4->16->16, with ReLU, then a 1x1 head to 4 logits;
 windows 256, dynamic batch) and declared params (bands by common name, scale/offset to
 reflectance, per-band mean/std, ``scores: logits``), run with the pinned session options (one
-intra-op thread per process). Window 256, overlap 32, Hann, batch 8 unless told; every run writes
+intra-op thread per process). Window 256, overlap 32, Hann, batch 4 (the default) unless told; every run writes
 the class COG and the probability COG (``SegmentWriter``).
 
 ``--memory``: per size, a fresh process runs the ONNX kind over the scene writing both COGs and
@@ -292,7 +292,7 @@ def main() -> None:
     ap.add_argument("--onnx", type=int, metavar="SIZE", help="ONNX speed: scene side")
     ap.add_argument("--pixel", type=int, metavar="SIZE", help="pixel_logistic: scene side")
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default 3)")
-    ap.add_argument("--batch", type=int, default=8, help="windows per model call (default 8)")
+    ap.add_argument("--batch", type=int, default=4, help="windows per model call (default 4)")
     ap.add_argument("--layers", type=int, default=2, help="ONNX graph: 3x3 convolutions (2)")
     ap.add_argument("--hidden", type=int, default=16, help="ONNX graph: their width (16)")
     args = ap.parse_args()

@@ -24,6 +24,7 @@ from satpipe.core.files import atomic_dir, md5_file, write_json
 from satpipe.core.params import load_params
 from satpipe.core.records import read_manifest
 from satpipe.evaluation.mask_health import scene_summary
+from satpipe.inference.malloc import release_large_buffers
 from satpipe.inference.segment import SceneSegmentation, settings_for
 from satpipe.models import model as model_lib
 from satpipe.models.kinds.base import PixelKind
@@ -45,6 +46,7 @@ def _tags(model: model_lib.Model, md5: str, provenance: dict[str, Any]) -> dict[
 def main(args: argparse.Namespace) -> None:
     """Segment every inference scene (or, for a tile-label model, write an empty index)."""
     params = load_params(args.params)
+    release_large_buffers()  # the stitching's large arrays go back to the kernel when freed
     model = model_lib.load(args.model)
     logs.set_model(model.version)
     scenes = [s for s in read_manifest(args.manifest) if s.role in ("infer", "both")]

@@ -271,7 +271,7 @@ class SegmentParams(Section):
     window: int | None = Field(None, ge=16, le=4096)
     overlap: int = Field(64, ge=0, le=2048)
     blend: Literal["hann", "tukey", "flat"] = "hann"
-    batch: int = Field(8, ge=1, le=1024)
+    batch: int = Field(4, ge=1, le=1024)
     probabilities: Literal["winner", "all"] = "winner"
 
     @model_validator(mode="after")

@@ -282,8 +282,11 @@ class SceneSegmentation:
         ctx, s = self.ctx, self.settings
         height, width, nx, ny = ctx.height, ctx.width, len(ctx.cols), len(ctx.rows)
         tally = _Tally(np.zeros(self.k, dtype=np.int64))
-        acc = np.zeros((self.k, 0, width), dtype=np.int32)
-        wsum = np.zeros((0, width), dtype=np.int32)
+        # The rolling buffer: one window's rows, allocated once (a window row's rows start
+        # where the last one's overlap is; that overlap moves to the top in place).
+        acc_rows = np.zeros((self.k, min(height, s.window), width), dtype=np.int32)
+        wsum_rows = np.zeros((min(height, s.window), width), dtype=np.int32)
+        acc, wsum = acc_rows[:, :0], wsum_rows[:0]
         buf0 = emitted = 0
         prev_bottom: list[np.ndarray | None] = [None] * nx
         bottom: list[np.ndarray | None] = [None] * nx
@@ -306,13 +309,14 @@ class SceneSegmentation:
                     y = ctx.rows[piece.k]
                     if piece.j0 == 0:  # a new window row: move the buffer down to its rows
                         start, stop = max(0, y), min(height, y + s.window)
-                        new_acc = np.zeros((self.k, stop - start, width), dtype=np.int32)
-                        new_wsum = np.zeros((stop - start, width), dtype=np.int32)
-                        keep = buf0 + wsum.shape[0] - start
-                        if keep > 0:
-                            new_acc[:, :keep] = acc[:, start - buf0 :]
-                            new_wsum[:keep] = wsum[start - buf0 :]
-                        acc, wsum, buf0 = new_acc, new_wsum, start
+                        keep = max(0, buf0 + wsum.shape[0] - start)
+                        if keep:  # overlapping views: numpy copies through a small temporary
+                            acc_rows[:, :keep] = acc[:, start - buf0 :]
+                            wsum_rows[:keep] = wsum[start - buf0 :]
+                        acc_rows[:, keep : stop - start] = 0
+                        wsum_rows[keep : stop - start] = 0
+                        acc, wsum = acc_rows[:, : stop - start], wsum_rows[: stop - start]
+                        buf0 = start
                         bottom, last_right, samples = [None] * nx, None, []
                     _add(piece, acc, wsum, buf0)
                     if piece.j0 > 0:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from satpipe.core.errors import ModelError
+from satpipe.inference.malloc import release_large_buffers
 from satpipe.inference.segment_read import JobContext, ModelSource, Source, read_piece, release
 from satpipe.inference.stitch import NODATA_CLASS, quantise
 from satpipe.models.kinds.base import PixelKind
@@ -158,6 +159,7 @@ def run_job(ctx: JobContext, job: Job) -> JobResult:
         SceneError: NaN or infinite pixels outside the nodata mask, naming band and count.
         ModelError: the model's output is not ``(batch, K, W, W)``.
     """
+    release_large_buffers()  # this worker's large arrays go back to the kernel when freed
     clock = time.perf_counter
     seconds = {"read": 0.0, "model": 0.0, "blend": 0.0, "wait": 0.0}
     kind = resolve_kind(ctx.source, ctx.token)
