@@ -13,8 +13,8 @@ ONNX kind: the real ``OnnxKind`` fitted from a graph built with ``onnx.helper`` 
 convolutions of width ``--hidden``, default 4->16->16, with ReLU, then a 1x1 head to 4 logits;
 windows 256, dynamic batch) and declared params (bands by common name, scale/offset to
 reflectance, per-band mean/std, ``scores: logits``), run with the pinned session options (one
-intra-op thread per process). Window 256, overlap 32, Hann, batch 4 (the default) unless told; every run writes
-the class COG and the probability COG (``SegmentWriter``).
+intra-op thread per process). Window 256, overlap 32, Hann, batch 4 (the default) unless told;
+every run writes the class COG and the probability COG (``SegmentWriter``).
 
 ``--memory``: per size, a fresh process runs the ONNX kind over the scene writing both COGs and
 prints its peak RSS (``VmHWM``) and that of its imports (the baseline).
