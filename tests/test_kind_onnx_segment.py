@@ -363,3 +363,35 @@ def test_cuda_provider_is_refused_cleanly_without_the_gpu_build(tmp_path: Path) 
     message = str(err.value)
     assert message.startswith(f"{path}: train.onnx.provider is 'cuda' but onnxruntime ")
     assert "expected the GPU build" in message and "\n" not in message
+
+
+def test_stages_compose_to_scores_bit_for_bit_in_any_thread(tmp_path: Path) -> None:
+    # finish(run(prepare(x))) is scores(x): fixed batch (runs of 2, the last padded),
+    # normalisation, NaN pixels, logits, no windows; each stage may run in another thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    onnx_models.segment_graph(tmp_path / "w.onnx", 4, 4, size=32, batch_dim=2)
+    norm = {"scale": [1e-4] * 4, "offset": [-0.1] * 4, "mean": [0.03, 0.05, 0.06, 0.12],
+            "std": [0.05, 0.06, 0.07, 0.09]}  # fmt: skip
+    params = seg_params("w.onnx", size=32, scores="logits", **norm)
+    kind = OnnxKind.fit(training(), params, tmp_path)
+    prepare, run, finish = kind.stages()
+    x = windows(3, side=32)
+    x[1, 2, 4, 5] = np.nan
+    p = kind.scores(x)
+    assert p.dtype == np.float32 and finish(run(prepare(x))).tobytes() == p.tobytes()
+    col = {k: np.array(v).reshape(1, 4, 1, 1) for k, v in norm.items()}
+    feed = ((x[:2].astype(np.float64) * col["scale"] + col["offset"]) - col["mean"]) / col["std"]
+    feed[1, :, 4, 5] = 0.0
+    (raw,) = kind.session.run(None, {"pixels": feed.astype(np.float32)})
+    np.testing.assert_array_equal(p[:2], softmax(raw))
+    with ThreadPoolExecutor(2) as pool:
+        batches = [windows(2, side=32, seed=s) for s in range(6)]
+        fed = list(pool.map(prepare, batches))
+        done = list(pool.map(finish, [run(f) for f in fed]))
+    for b, q in zip(batches, done, strict=True):
+        assert q.tobytes() == kind.scores(b).tobytes()
+    empty = finish(run(prepare(x[:0])))
+    assert empty.shape == (0, 4, 32, 32) and empty.tobytes() == kind.scores(x[:0]).tobytes()
+    with pytest.raises(ModelError, match="expected \\(N, 4, H, W\\)"):
+        prepare(x[:, :3])

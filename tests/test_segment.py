@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from threading import get_ident
+from typing import Any
 
 import numpy as np
 import pytest
@@ -107,6 +109,19 @@ class BatchKind(PointKind):
 
 
 @dataclass
+class StagedKind(NeighbourKind):
+    """Its scores the middle of three stages, each noting the threads it ran in."""
+
+    threads: dict[str, set[int]] = field(default_factory=dict)
+
+    def stages(self) -> tuple[Any, Any, Any]:
+        def step(name: str, fn: Any) -> Any:
+            return lambda v: (self.threads.setdefault(name, set()).add(get_ident()), fn(v))[1]
+
+        return step("prepare", np.array), step("run", super().scores), step("finish", np.asarray)
+
+
+@dataclass
 class WrongShapeKind(PointKind):
     def scores(self, x: np.ndarray) -> np.ndarray:
         return super().scores(x)[:, :3]
@@ -129,31 +144,15 @@ def _pixels(seed: int) -> np.ndarray:
 
 
 def _write(path: Path, data: np.ndarray, nodata: float | None) -> SceneRecord:
-    profile = {
-        "driver": "GTiff",
-        "width": WIDTH,
-        "height": HEIGHT,
-        "count": 4,
-        "dtype": str(data.dtype),
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000, 4000000, 10, 10),
-        "nodata": nodata,
-        "tiled": True,
-        "blockxsize": 64,
-        "blockysize": 64,
-    }
+    profile = {"driver": "GTiff", "width": WIDTH, "height": HEIGHT, "count": 4,
+               "dtype": str(data.dtype), "crs": "EPSG:32633", "nodata": nodata,
+               "transform": from_origin(500000, 4000000, 10, 10), "tiled": True,
+               "blockxsize": 64, "blockysize": 64}  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
         dst.descriptions = NAMES
-    return scene_record(
-        "scene-a",
-        width=WIDTH,
-        height=HEIGHT,
-        count=4,
-        dtypes=(str(data.dtype),) * 4,
-        nodata=nodata,
-        band_descriptions=NAMES,
-    )
+    return scene_record("scene-a", width=WIDTH, height=HEIGHT, count=4, nodata=nodata,
+                        dtypes=(str(data.dtype),) * 4, band_descriptions=NAMES)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +264,7 @@ def test_pointwise_fast_path_gives_the_windowed_bytes(
         assert np.array_equal(a.band_sample, b.band_sample) and a.valid_pixels == b.valid_pixels
 
 
-@pytest.mark.parametrize("kind", [NeighbourKind(), BatchKind()], ids=["neighbour", "batch"])
+@pytest.mark.parametrize("kind", [NeighbourKind(), BatchKind(), StagedKind()])
 def test_bytes_do_not_depend_on_job_split_or_engine(scene, kind: PointKind) -> None:
     reference = _run(scene, kind, _settings(job_windows=5))
     with Engine(EngineSpec("local", 2)) as engine:
@@ -283,6 +282,11 @@ def test_bytes_do_not_depend_on_job_split_or_engine(scene, kind: PointKind) -> N
         assert (a.seam_compared, a.seam_disagree) == (b.seam_compared, b.seam_disagree)
         assert np.array_equal(a.band_sample, b.band_sample)
         assert np.array_equal(a.probability_counts, b.probability_counts)
+    if isinstance(kind, StagedKind):  # the model alone in the job's thread, the rest in a helper
+        kind.threads.clear()
+        staged = _run(scene, kind, _settings())[1].tobytes()
+        assert not kind.threads["run"] & (kind.threads["prepare"] | kind.threads["finish"])
+        assert staged == _run(scene, NeighbourKind(), _settings())[1].tobytes()
 
 
 def test_batches_are_fixed_and_only_the_last_is_padded(scene) -> None:

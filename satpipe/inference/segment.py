@@ -9,7 +9,7 @@ row; this module adds them into a rolling buffer of at most one window's rows an
 block of rows as soon as no later window touches it, so memory does not grow with the scene's
 height. Integer sums do not depend on the order they are added in, so the bytes do not depend on
 the job split, the number of workers or the engine. Run inline, the jobs run in a helper thread
-one ahead of the stitching (and each job reads its next batch while the model runs).
+one ahead of the stitching, all in one pipeline (reads, model and blending overlap).
 
 Usage (the segment stage)::
 
@@ -55,6 +55,7 @@ from satpipe.core.segment_stats import SegmentStats
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
 from satpipe.inference.segment_job import (
+    SECONDS,
     Job,
     JobContext,
     ModelSource,
@@ -63,6 +64,7 @@ from satpipe.inference.segment_job import (
     release,
     resolve_kind,
     run_job,
+    run_jobs,
 )
 from satpipe.inference.stitch import Blend, finalise, origins, taper
 from satpipe.models.kinds.base import PixelKind
@@ -227,13 +229,7 @@ class SceneSegmentation:
             cols=tuple(int(v) for v in origins(scene.width, w, o)),
             token=uuid.uuid4().hex,
         )
-        self.seconds: dict[str, float] = {
-            "read": 0.0,
-            "model": 0.0,
-            "blend": 0.0,
-            "wait": 0.0,
-            "stitch": 0.0,
-        }
+        self.seconds: dict[str, float] = dict.fromkeys((*SECONDS, "stitch"), 0.0)
         self._stats: SegmentStats | None = None
 
     @property
@@ -294,9 +290,10 @@ class SceneSegmentation:
         samples: list[tuple[np.ndarray, np.ndarray]] = []
         with ExitStack() as stack:
             engine = self.engine or stack.enter_context(Engine(EngineSpec(workers=1)))
-            results = engine.map(partial(run_job, ctx), self.jobs())
-            if engine.spec.name == "local" and engine.workers == 1:  # inline: jobs in a thread
-                results = _one_ahead(results, stack.enter_context(ThreadPoolExecutor(1)))
+            jobs, pool = self.jobs(), stack.enter_context(ThreadPoolExecutor(1))
+            results = engine.map(partial(run_job, ctx), jobs)
+            if engine.spec.name == "local" and engine.workers == 1:  # inline: one pipeline
+                results = _one_ahead(run_jobs(ctx, jobs), pool)  # in a thread
             for res in results:
                 t = time.perf_counter()
                 for key, value in res.seconds.items():

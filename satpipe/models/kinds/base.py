@@ -23,10 +23,10 @@ type only where the output itself differs (whole-scene rasters, per-pixel scores
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 
 import numpy as np
 
@@ -221,4 +221,24 @@ class PixelKind(Kind, Protocol):
 
     def provenance(self) -> dict[str, str]:
         """What the outputs' tags record about the run (e.g. the ONNX Runtime version)."""
+        ...
+
+
+PixelStages: TypeAlias = tuple[
+    Callable[[np.ndarray], Any], Callable[[Any], Any], Callable[[Any], np.ndarray]
+]
+"""``prepare``, ``run`` and ``finish``: a kind's :meth:`PixelKind.scores` in three steps."""
+
+
+class StagedPixelKind(PixelKind, Protocol):
+    """A :class:`PixelKind` whose scoring comes in stages a runner may overlap (optional).
+
+    ``finish(run(prepare(x)))`` is ``scores(x)``, bit for bit. ``run`` is the model alone (an
+    ONNX Runtime ``session.run``, which releases the GIL); ``prepare`` (normalisation) and
+    ``finish`` (softmax) are array work that may run in other threads meanwhile, for other
+    batches. Each is called on one batch at a time and keeps no state between calls.
+    """
+
+    def stages(self) -> PixelStages:
+        """The three steps (see the class docstring)."""
         ...

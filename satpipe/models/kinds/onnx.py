@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -50,7 +51,7 @@ import numpy as np
 from satpipe.core.errors import ModelError
 from satpipe.core.files import sha256_bytes
 from satpipe.models.kinds import onnx_pixels as px
-from satpipe.models.kinds.base import Output, TrainingSet
+from satpipe.models.kinds.base import Output, PixelStages, TrainingSet
 from satpipe.models.kinds.onnx_graph import (
     AT,
     INPUT_TYPES,
@@ -169,6 +170,11 @@ class OnnxKind:
         """Probabilities ``(N, K, H, W)`` float32 of windows ``(N, C, H, W)`` (see onnx_pixels)."""
         return px.need(self._px, self._file).run(self.session, self._file, x)
 
+    def stages(self) -> PixelStages:
+        """:meth:`scores` in three steps a runner may overlap: normalise, session.run, softmax."""
+        m, f = px.need(self._px, self._file), self._file
+        return partial(m.prepare, f), partial(m.infer, self.session, f), partial(m.finish, f)
+
     def provenance(self) -> dict[str, str]:
         """ONNX Runtime's version, the provider and the pinned session settings."""
         return provenance(self._spec.provider)
@@ -242,15 +248,9 @@ class OnnxKind:
         if not labelled:
             log.info("%s: ran on %d training tiles; none labelled", self._file, len(positions))
             return
-        _, truth = train.labelled()
-        accuracy = float(np.mean(positions[labelled] == truth))
-        log.info(
-            "%s: ran on %d training tiles; accuracy on the %d labelled ones %.4f",
-            self._file,
-            len(positions),
-            len(labelled),
-            accuracy,
-        )
+        accuracy = float(np.mean(positions[labelled] == train.labelled()[1]))
+        msg = "%s: ran on %d training tiles; accuracy on the %d labelled ones %.4f"
+        log.info(msg, self._file, len(positions), len(labelled), accuracy)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Classify a batch, ``batch`` tiles per session run.

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 SCORES = ("logits", "probabilities")
 NORMALISATION = ("scale", "offset", "mean", "std")
 SMOKE_WINDOW = 64  # the smoke test's window side when neither graph nor params fix one
+Fed = tuple[tuple[int, ...], list[Any]]  # windows' shape; per session run, (windows, array...)
 
 
 @dataclass(frozen=True)
@@ -113,17 +114,14 @@ def parse_pixel_spec(params: dict[str, Any], classes: Any, who: str) -> PixelSpe
     for key in NORMALISATION:
         value: Any = params.get(key)
         lo = 0.0 if key == "std" else -math.inf  # standard deviations must be positive
-        numbers = _items(value, _number) and all(lo < v < math.inf for v in value)
+        numbers = _items(value, lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+        numbers = numbers and all(lo < v < math.inf for v in value)
         if value is not None and not numbers:
             want = "positive numbers" if key == "std" else "finite numbers"
             raise ModelError(f"{who}: {AT}.{key} is {value!r}; expected a list of {want}, or null")
         lists[key] = None if value is None else tuple(float(v) for v in value)
     kind: Literal["logits", "probabilities"] = "logits" if scores == "logits" else "probabilities"
     return PixelSpec(pixel_classes, bands, kind, **lists)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _items(value: Any, ok: Callable[[Any], bool]) -> bool:
@@ -142,7 +140,8 @@ def inspect_pixel_graph(
     if shape is None or len(shape) != 4:
         raise ModelError(f"{where}; expected rank 4 (N, C, H, W)")
     n, c, h, w = shape
-    selected = _selected(pixel.bands)
+    b = pixel.bands  # how many bands it selects (None: as many as the graph reads)
+    selected = b if b is None or isinstance(b, int) else len(b)
     if not isinstance(c, int):
         if selected is None:
             raise ModelError(
@@ -184,11 +183,6 @@ def inspect_pixel_graph(
         )
     batch = n if isinstance(n, int) else None
     return PixelGraph(opset, arg.name, arg.type, out.name, c, window, batch)
-
-
-def _selected(bands: int | tuple[str | int, ...] | None) -> int | None:
-    """How many bands a ``bands`` setting selects (None: as many as the graph reads)."""
-    return bands if bands is None or isinstance(bands, int) else len(bands)
 
 
 def _plain(pixel: PixelSpec) -> Any:
@@ -258,32 +252,35 @@ class PixelModel:
 
     def to_dict(self, spec: Spec) -> dict[str, Any]:
         """The document's per-pixel part (everything but path, sha256 and input)."""
-        return {
-            "output": "pixels",
-            "features": [],
-            "classes": list(self.spec.classes.names),
-            "batch": spec.batch,
-            "provider": spec.provider,
-            **self.spec.to_dict(),
-            **self.graph.to_dict(),
-            "band_indices": None if self.indices is None else list(self.indices),
-        }
+        names = list(self.spec.classes.names)
+        head: dict[str, Any] = {"output": "pixels", "features": [], "classes": names}
+        head |= {"batch": spec.batch, "provider": spec.provider}
+        indices = None if self.indices is None else list(self.indices)
+        return head | self.spec.to_dict() | self.graph.to_dict() | {"band_indices": indices}
 
     def run(self, session: onnxruntime.InferenceSession, file: Path, x: Any) -> np.ndarray:
-        """Probabilities ``(N, K, H, W)`` float32 of windows ``x`` ``(N, C, H, W)``."""
-        x = np.asarray(x, dtype=np.float32)
-        g = self.graph
+        """Probabilities ``(N, K, H, W)`` float32 of windows ``x`` ``(N, C, H, W)``, in stages."""
+        return self.finish(file, self.infer(session, file, self.prepare(file, x)))
+
+    def prepare(self, file: Path, x: Any) -> Fed:
+        """``x``'s shape and, per session run, its windows and the graph's (normalised) input."""
+        x, g = np.asarray(x, dtype=np.float32), self.graph
         if x.ndim != 4 or x.shape[1] != g.bands:
             raise ModelError(f"{file}: pixels of shape {x.shape}; expected (N, {g.bands}, H, W)")
-        k = len(self.spec.classes.names)
-        step = g.batch or max(len(x), 1)
-        parts = []
+        step, feeds = g.batch or max(len(x), 1), []
         for start in range(0, len(x), step):
             chunk = x[start : start + step]
             feed = normalise(chunk, self.spec, INPUT_TYPES[g.input_type])
             if g.batch and len(chunk) < g.batch:  # a fixed-batch graph: pad the last run
                 pad = np.zeros((g.batch - len(chunk), *feed.shape[1:]), dtype=feed.dtype)
                 feed = np.concatenate([feed, pad])
+            feeds.append((len(chunk), feed))
+        return x.shape, feeds
+
+    def infer(self, session: onnxruntime.InferenceSession, file: Path, fed: Fed) -> Fed:
+        """:meth:`prepare`'s inputs each replaced by ``session.run``'s first output for it."""
+        g, outs, k = self.graph, [], len(self.spec.classes.names)
+        for n, feed in fed[1]:
             try:
                 (out,) = session.run([g.output_name], {g.input_name: feed})
             except Exception as exc:  # onnxruntime's own error types
@@ -291,21 +288,25 @@ class PixelModel:
                     f"{file}: onnxruntime failed on input {feed.shape} ({one_line(exc)}); "
                     f"expected (N, {g.bands}, H, W) with H = W = the window {g.window}"
                 ) from exc
-            expected = (len(feed), k, *feed.shape[2:])
-            parts.append(probabilities(out, self.spec, expected, file, g.output_name)[: len(chunk)])
-        return np.concatenate(parts) if parts else np.zeros((0, k, *x.shape[2:]), np.float32)
+            outs.append((n, out, (len(feed), k, *feed.shape[2:])))  # and the shape expected
+        return fed[0], outs
+
+    def finish(self, file: Path, ran: Fed) -> np.ndarray:
+        """Probabilities ``(N, K, H, W)`` float32 of :meth:`infer`'s outputs (padding dropped)."""
+        (shape, outs), k, name = ran, len(self.spec.classes.names), self.graph.output_name
+        parts = [probabilities(out, self.spec, want, file, name)[:n] for n, out, want in outs]
+        return np.concatenate(parts) if parts else np.zeros((0, k, *shape[2:]), np.float32)
 
     def predict(
         self, session: onnxruntime.InferenceSession, file: Path, x: np.ndarray, step: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Tiles ``(N, every scene band, H, W)``: each one's majority class and its share."""
-        indices = self.indices
-        if x.ndim != 4 or indices is None or max(indices) >= x.shape[1]:
+        if x.ndim != 4 or self.indices is None or max(self.indices) >= x.shape[1]:
             raise ModelError(
-                f"{file}: pixels of shape {x.shape} given, bands {indices} read; expected "
+                f"{file}: pixels of shape {x.shape} given, bands {self.indices} read; expected "
                 f"(N, every band, H, W) of a scene with the bands {_plain(self.spec)}"
             )
-        chosen = x[:, list(indices)]
+        chosen = x[:, list(self.indices)]
         runs = range(0, max(len(x), 1), step)  # an empty batch: one empty run
         probs = np.concatenate([self.run(session, file, chosen[i : i + step]) for i in runs])
         return majority(probs, valid_pixels(x))
@@ -314,8 +315,7 @@ class PixelModel:
         """Run the graph once on a blank window; declared probabilities must sum to 1."""
         side = self.graph.window or SMOKE_WINDOW
         shape = (self.graph.batch or 1, self.graph.bands, side, side)
-        probs = self.run(session, file, np.zeros(shape, dtype=np.float32))
-        total = probs.astype(np.float64).sum(axis=1)
+        total = self.run(session, file, np.zeros(shape, np.float32)).astype(np.float64).sum(axis=1)
         if self.spec.scores == "probabilities" and not np.allclose(total, 1.0, atol=1e-3):
             raise ModelError(
                 f"{file}: {AT}.scores is 'probabilities' but a blank window's scores sum to "
