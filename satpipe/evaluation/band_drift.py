@@ -15,11 +15,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from satpipe.core.params import HealthParams
 from satpipe.evaluation.drift import (
     bin_expectations,
+    kstwo_sf,
     psi_bins_for,
     psi_from_counts,
     psi_positions,
@@ -120,7 +120,7 @@ def band_figures(band: Mapping[str, Any], ref: Mapping[str, Any], hp: HealthPara
         ),
         "psi_bins": bins,
         "ks_statistic": _r(ks),
-        "ks_pvalue": _r(float(scipy_stats.kstwo.sf(ks, effective))),
+        "ks_pvalue": _r(kstwo_sf(ks, effective)),
         "mean": _r(band["mean"]),
         "reference_mean": _r(ref["mean"]),
         "mean_shift_std": _r((band["mean"] - ref["mean"]) / std),

@@ -35,7 +35,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from satpipe.core.params import HealthParams
 
@@ -69,7 +68,18 @@ def ks_test(values: np.ndarray, reference: dict[str, Any]) -> tuple[float, float
     steps = np.arange(1, n + 1) / n
     statistic = float(max(np.max(steps - cdf), np.max(cdf - (steps - 1.0 / n))))
     effective = max(1, round(n * m / (n + m)))
-    return statistic, float(stats.kstwo.sf(statistic, effective))
+    return statistic, kstwo_sf(statistic, effective)
+
+
+def kstwo_sf(statistic: float, n: int) -> float:
+    """The two-sided Kolmogorov-Smirnov p-value of ``statistic`` at sample size ``n``.
+
+    scipy is imported here, not with the module: the stages that only write summaries (segment)
+    would otherwise pay most of their start-up for it.
+    """
+    from scipy import stats
+
+    return float(stats.kstwo.sf(statistic, n))
 
 
 def psi_bins_for(n: int, max_bins: int) -> int:
