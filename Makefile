@@ -22,8 +22,10 @@ lint: install
 	lint-imports
 	mypy
 
+# pytest-xdist: one worker per core; --dist loadfile keeps a module's tests (and its module-scoped
+# pipeline fixture) on one worker.
 test: lint airflow
-	python -m pytest
+	python -m pytest -n auto --dist loadfile
 
 serve: install
 	SATPIPE_REPO=. uvicorn serve.app:create_app --factory --host 127.0.0.1 --port 8000
