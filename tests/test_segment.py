@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from threading import get_ident
 from typing import Any
@@ -178,9 +178,11 @@ def _run(
     kind: PointKind,
     settings: SegmentSettings,
     engine: Engine | None = None,
+    direct: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, SceneSegmentation]:
     path, record, _ = scene
     run = SceneSegmentation(kind, record, path, settings, engine)
+    run.ctx = replace(run.ctx, direct=direct)  # False: integer sums even with overlap 0
     blocks = list(run.blocks())
     rows = [b.row_off for b in blocks]
     assert rows == sorted(rows) and rows[0] == 0
@@ -240,28 +242,29 @@ def _pixel_logistic(pointwise: bool) -> PointKind:
 
 
 @pytest.mark.parametrize("stand_in", [True, False], ids=["stand-in", "pixel_logistic"])
-@pytest.mark.parametrize(("window", "overlap"), [(32, 8), (40, 20), (256, 64)])
+@pytest.mark.parametrize(("window", "overlap"), [(32, 8), (40, 20), (256, 64), (40, 0), (16, 0)])
 def test_pointwise_fast_path_gives_the_windowed_bytes(
     scene, stand_in: bool, window: int, overlap: int
 ) -> None:
     def kind(fast: bool) -> PointKind:
         return PointKind(pointwise=fast) if stand_in else _pixel_logistic(fast)
 
-    for probabilities in ("winner", "all"):
-        settings = _settings(window, overlap, probabilities=probabilities)
-        windowed = _run(scene, kind(False), settings)
+    for every in (False, True):  # bytes per window (direct) as the summed (Hann, or flat)
+        settings = _settings(window, overlap, probabilities="all" if every else "winner")
         fast = _run(scene, kind(True), settings)
+        runs = [_run(scene, kind(f), settings, direct=False) for f in (False, True)]  # summed
         with Engine(EngineSpec("local", 2)) as engine:
-            split = _run(scene, kind(True), _settings(window, overlap, job_windows=5), engine)
-        assert fast[3].ctx.overlap == 0 < windowed[3].ctx.overlap
-        assert fast[0].tobytes() == windowed[0].tobytes() == split[0].tobytes()
-        assert fast[1].tobytes() == windowed[1].tobytes()
-        assert np.array_equal(fast[2], windowed[2])
-        a, b = fast[3].stats, windowed[3].stats
-        assert a.seam_compared == 0 and fast[3].provenance == windowed[3].provenance
-        assert np.array_equal(a.class_counts, b.class_counts)
-        assert np.array_equal(a.probability_counts, b.probability_counts)
-        assert np.array_equal(a.band_sample, b.band_sample) and a.valid_pixels == b.valid_pixels
+            runs.append(_run(scene, kind(True), replace(settings, job_windows=5), engine))
+        assert fast[3].ctx.overlap == runs[1][3].ctx.overlap == 0 and fast[3].ctx.every == every
+        assert runs[0][3].ctx.overlap == overlap and (fast[3].stats.windows_skipped or window > 99)
+        for run in runs:
+            assert [fast[i].tobytes() for i in range(3)] == [run[i].tobytes() for i in range(3)]
+            a, b = fast[3].stats, run[3].stats
+            assert a.seam_compared == 0 and fast[3].provenance == run[3].provenance
+            for name in ("class_counts", "probability_counts", "band_sample", "valid_pixels"):
+                assert np.array_equal(getattr(a, name), getattr(b, name)), name
+            same = (a.windows, a.windows_skipped) == (b.windows, b.windows_skipped)
+            assert same or run[3].ctx.overlap  # the same grid: the same windows
 
 
 @pytest.mark.parametrize("kind", [NeighbourKind(), BatchKind(), StagedKind()])

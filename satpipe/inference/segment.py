@@ -32,6 +32,8 @@ pixel the same quantised scores ``q``, so its sums are ``q`` times its summed we
 class (argmax) and probability bytes (``(510 q + 2^15) // 2^16`` once the weights cancel) are
 those of the overlapping run, each pixel scored once. There are then no seams (0 compared) and
 ``windows``/``windows_skipped`` count the grid's windows; the provenance keeps the settings.
+Any run with overlap 0 skips the sums: jobs write each window's bytes and counts themselves and
+this module only cuts window rows into blocks (:mod:`satpipe.inference.segment_direct`).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,6 +56,13 @@ from satpipe.core.records import SceneRecord
 from satpipe.core.segment_stats import SegmentStats
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
+from satpipe.inference.segment_direct import (
+    BLOCK_ROWS,
+    SegmentBlock,
+    Tally,
+    direct_blocks,
+    one_ahead,
+)
 from satpipe.inference.segment_job import (
     SECONDS,
     Job,
@@ -73,9 +82,6 @@ from satpipe.models.model import Model
 DEFAULT_WINDOW = 256
 JOB_BYTES = 16 << 20
 """Auto job width: a job's partial sums stay under this many bytes."""
-T = TypeVar("T")
-BLOCK_ROWS = 128
-"""Finished rows are finalised and yielded at most this many at a time."""
 
 
 @dataclass(frozen=True)
@@ -132,38 +138,6 @@ def settings_for(
     return SegmentSettings(
         window, params.overlap, params.blend, params.batch, params.probabilities, job_windows
     )
-
-
-@dataclass(frozen=True)
-class SegmentBlock:
-    """Finished rows ``[row_off, row_off + rows)`` of a scene's outputs.
-
-    Attributes:
-        row_off: the block's first scene row.
-        classes: uint8 ``(rows, width)``, class positions; 255 at nodata.
-        probabilities: uint8 ``(P, rows, width)``: the winner's (``P = 1``) or every class's
-            probability, ``round_half_up(255 p)``; 0 at nodata.
-        valid: bool ``(rows, width)``.
-    """
-
-    row_off: int
-    classes: np.ndarray
-    probabilities: np.ndarray
-    valid: np.ndarray
-
-
-@dataclass
-class _Tally:
-    """What the run counts as blocks finish."""
-
-    classes: np.ndarray
-    probs: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
-    valid: int = 0
-    compared: int = 0
-    disagree: int = 0
-    run: int = 0
-    skipped: int = 0
-    samples: list[np.ndarray] = field(default_factory=list)
 
 
 class SceneSegmentation:
@@ -228,6 +202,7 @@ class SceneSegmentation:
             rows=tuple(int(v) for v in origins(scene.height, w, o)),
             cols=tuple(int(v) for v in origins(scene.width, w, o)),
             token=uuid.uuid4().hex,
+            every=settings.probabilities == "all",
         )
         self.seconds: dict[str, float] = dict.fromkeys((*SECONDS, "stitch"), 0.0)
         self._stats: SegmentStats | None = None
@@ -277,7 +252,7 @@ class SceneSegmentation:
         """
         ctx, s = self.ctx, self.settings
         height, width, nx, ny = ctx.height, ctx.width, len(ctx.cols), len(ctx.rows)
-        tally = _Tally(np.zeros(self.k, dtype=np.int64))
+        tally = Tally(np.zeros(self.k, dtype=np.int64))
         # The rolling buffer: one window's rows, allocated once (a window row's rows start
         # where the last one's overlap is; that overlap moves to the top in place).
         acc_rows = np.zeros((self.k, min(height, s.window), width), dtype=np.int32)
@@ -293,7 +268,10 @@ class SceneSegmentation:
             jobs, pool = self.jobs(), stack.enter_context(ThreadPoolExecutor(1))
             results = engine.map(partial(run_job, ctx), jobs)
             if engine.spec.name == "local" and engine.workers == 1:  # inline: one pipeline
-                results = _one_ahead(run_jobs(ctx, jobs), pool)  # in a thread
+                results = one_ahead(run_jobs(ctx, jobs), pool)  # in a thread
+            if ctx.direct and not ctx.overlap:  # the jobs' bytes, cut into blocks
+                yield from direct_blocks(results, nx, tally, self.seconds)
+                results = iter(())
             for res in results:
                 t = time.perf_counter()
                 for key, value in res.seconds.items():
@@ -363,7 +341,7 @@ class SceneSegmentation:
         )
 
     def _finish(
-        self, acc: np.ndarray, wsum: np.ndarray, row_off: int, tally: _Tally
+        self, acc: np.ndarray, wsum: np.ndarray, row_off: int, tally: Tally
     ) -> SegmentBlock:
         """Finalise finished rows into a block, counting classes and winner bytes."""
         every = self.settings.probabilities == "all"
@@ -383,15 +361,6 @@ def _add(piece: Piece, acc: np.ndarray, wsum: np.ndarray, buf0: int) -> None:
     r = piece.row0 - buf0
     acc[:, r : r + rows, piece.col0 : piece.col0 + cols] += piece.acc
     wsum[r : r + rows, piece.col0 : piece.col0 + cols] += piece.wsum
-
-
-def _one_ahead(results: Iterator[T], pool: ThreadPoolExecutor) -> Iterator[T]:
-    """``results``, each computed in ``pool``'s thread while the previous one is consumed."""
-    done = object()
-    ahead = pool.submit(next, results, done)
-    while (item := ahead.result()) is not done:
-        ahead = pool.submit(next, results, done)
-        yield item  # type: ignore[misc]
 
 
 __all__ = ["SceneSegmentation", "SegmentBlock", "SegmentSettings", "settings_for"]

@@ -18,7 +18,8 @@ i+1 from the pieces and prepares the model's input (``prepare``, e.g. normalisat
 decoding, ONNX Runtime and numpy's large array work release the GIL. Jobs run one after the other
 in one process (:func:`run_jobs`, the inline engine) share one pipeline. The job
 returns, per piece, integer partial sums over the piece's span and the argmax strips it shares
-with windows of other jobs, and the seams between neighbouring windows of the same piece. It is a
+with windows of other jobs, and the seams between neighbouring windows of the same piece; with
+overlap 0, each piece's bytes and counts instead (:mod:`satpipe.inference.segment_direct`). It is a
 plain function of picklable arguments, so local process pools and Dask run it alike; a model
 given by path is loaded once per process, one given as an object once per process and run.
 """
@@ -38,6 +39,7 @@ import numpy as np
 
 from satpipe.core.errors import ModelError
 from satpipe.inference.malloc import release_large_buffers
+from satpipe.inference.segment_direct import Labels, label_window
 from satpipe.inference.segment_read import JobContext, ModelSource, Source, read_piece, release
 from satpipe.inference.stitch import NODATA_CLASS, quantise
 from satpipe.models.kinds.base import PixelKind, PixelStages
@@ -78,6 +80,7 @@ class Piece:
     right: np.ndarray | None
     sample: np.ndarray
     sample_valid: np.ndarray
+    labels: Labels | None = None  # the direct path's bytes (then acc and wsum are empty)
 
 
 @dataclass
@@ -186,17 +189,20 @@ class _JobRun:
         self.batches = range(job.g0 // bsz, -(-job.g1 // bsz))
         self.sources: dict[int, Source] = {}
         self.pieces: dict[int, Piece] = {}
+        self.direct = ctx.direct and ctx.overlap == 0  # one window per pixel: bytes per window
         for k, j0, j1 in self.spans:
             y, xs = ctx.rows[k], ctx.cols[j0:j1]
             row0, col0 = max(0, y), max(0, xs[0])
             rows = min(ctx.height, y + w) - row0
             cols = min(ctx.width, xs[-1] + w) - col0
+            shape = (0, 0) if self.direct else (rows, cols)
             self.pieces[k] = Piece(
                 k, j0, j1, row0, col0,
-                np.zeros((ctx.classes, rows, cols), dtype=np.int32),
-                np.zeros((rows, cols), dtype=np.int32),
+                np.zeros((ctx.classes, *shape), dtype=np.int32),
+                np.zeros(shape, dtype=np.int32),
                 [None] * (j1 - j0), [None] * (j1 - j0), None, None,
                 np.zeros((0, 0, len(ctx.bands))), np.zeros((0, 0), dtype=bool),
+                Labels.empty(ctx.classes, ctx.every, rows, cols) if self.direct else None,
             )  # fmt: skip
         t1 = np.asarray(ctx.taper, dtype=np.int32)
         self.weight = t1[:, None] * t1[None, :]
@@ -232,21 +238,28 @@ class _JobRun:
             )
         t2 = _CLOCK()
         self.seconds["finish"] += t2 - t
-        q_all = quantise(p[: len(members)])
+        q_all = None if self.direct else quantise(p[: len(members)])
         for m, g in enumerate(members):
             k, j = divmod(g, nx)
             src, piece = self.sources[k], self.pieces[k]
             if not src.kept[j - src.j0]:
                 continue
             y, x0, off = ctx.rows[k], ctx.cols[j], (j - src.j0) * (w - o)
-            q = q_all[m]
             kw = src.keep[:, off : off + w]
             full = src.all_valid and kw.all()
-            wv = self.weight if full else np.where(kw, self.weight, 0)
             # The window's part inside the scene, in window and in piece coordinates.
             a0, a1 = max(0, -y), min(w, ctx.height - y)
             b0, b1 = max(0, -x0), min(w, ctx.width - x0)
             ys, xs_ = y + a0 - piece.row0, x0 + b0 - piece.col0
+            if piece.labels is not None:  # the direct path: this window's bytes
+                q, kw = quantise(p[m, :, a0:a1, b0:b1]), kw[a0:a1, b0:b1]
+                inside = bool(full or kw.all())  # its part inside the scene all valid
+                rows, cols = slice(ys, ys + a1 - a0), slice(xs_, xs_ + b1 - b0)
+                label_window(q, kw, inside, piece.labels, rows, cols)
+                continue
+            assert q_all is not None
+            q = q_all[m]
+            wv = self.weight if full else np.where(kw, self.weight, 0)
             if (a0, a1, b0, b1) != (0, w, 0, w):
                 q, wv = q[:, a0:a1, b0:b1], wv[a0:a1, b0:b1]
             piece.acc[:, ys : ys + a1 - a0, xs_ : xs_ + b1 - b0] += (

@@ -51,6 +51,8 @@ class JobContext:
     rows: tuple[int, ...]
     cols: tuple[int, ...]
     token: str = ""
+    every: bool = False  # one probability byte per class (else the winner's)
+    direct: bool = True  # overlap 0: bytes per window (segment_direct), else integer sums
 
 
 _LOCK = threading.Lock()

@@ -38,6 +38,7 @@ from satpipe.core.errors import ModelError
 from satpipe.models.kinds.base import Output, TrainingSet
 from satpipe.models.kinds.logistic_document import SOLVER, is_number
 from satpipe.models.kinds.logistic_solver import exact_sum, newton, round10, softmax
+from satpipe.models.kinds.pixel_exp import linear, scores_into
 from satpipe.models.kinds.pixels import PixelClasses, majority, resolve_bands, valid_pixels
 
 INDICES: dict[str, tuple[str, str]] = {
@@ -45,7 +46,6 @@ INDICES: dict[str, tuple[str, str]] = {
     "ndvi": ("nir", "red"),
     "mndwi": ("green", "swir16"),
 }
-CHUNK = 1 << 15  # pixels scored at once (elementwise: results do not depend on it)
 PARAM_KEYS = ("features", "l2", "iterations", "pixels")
 DOCUMENT_KEYS = (
     "classes",
@@ -121,6 +121,7 @@ class PixelLogisticKind:
         self._positions = tuple(doc["positions"])
         self._features: list[Feature] = [(f["name"], tuple(f["bands"])) for f in doc["features"]]
         self._present = [k for k, b in enumerate(doc["intercepts"]) if b is not None]
+        self._linear = linear(doc, [pos for _, pos in self._features])
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -266,15 +267,10 @@ class PixelLogisticKind:
                 f"pixel_logistic input has shape {x.shape}; expected (N, {len(self._positions)}, "
                 f"H, W) with bands {list(self.bands)}"
             )
-        n, b, h, w = x.shape
-        values = np.moveaxis(x, 1, 0).reshape(b, -1)
-        out = np.zeros((len(self.classes), n * h * w), dtype=np.float32)
-        for start in range(0, values.shape[1], CHUNK):  # cache-sized runs of pixels
-            part = values[:, start : start + CHUNK].astype(np.float64)
-            _, probs = self._probabilities(part)
-            for k, p in zip(self._present, probs, strict=True):
-                out[k, start : start + CHUNK] = p
-        return np.moveaxis(out.reshape(len(self.classes), n, h, w), 0, 1)
+        n, _, h, w = x.shape
+        out = np.zeros((n, len(self.classes), h, w), dtype=np.float32)
+        scores_into(x, self._linear, out)  # the same arithmetic as _probabilities, in place
+        return out
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each tile's majority class among its valid pixels and its share (``x``: every band).
