@@ -17,7 +17,6 @@ mistake (neither side positive) yellow.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import rasterio
 
 from satpipe.core.classes import parse_colour
 from satpipe.core.files import write_bytes_atomic
-from satpipe.outputs.quicklook import _chunk, _deflate_rows
+from satpipe.outputs.quicklook import encode_png
 from satpipe.outputs.segmentation import CLASS_NODATA
 
 MAX_SIDE = 1024
@@ -83,24 +82,6 @@ def sample_raster(path: Path | str, rows: np.ndarray, cols: np.ndarray) -> np.nd
     return out
 
 
-def encode_png_rgba(rgba: np.ndarray) -> bytes:
-    """Encode a ``(rows, cols, 4)`` uint8 image as an 8-bit RGBA PNG, byte for byte stable."""
-    if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8 or 0 in rgba.shape:
-        raise ValueError(f"expected a non-empty (rows, cols, 4) uint8 image, got {rgba.shape}")
-    rows, cols = rgba.shape[:2]
-    raw = np.zeros((rows, 1 + 4 * cols), dtype=np.uint8)  # column 0: filter type 0 (none)
-    raw[:, 1:] = rgba.reshape(rows, 4 * cols)
-    header = struct.pack(">IIBBBBB", cols, rows, 8, 6, 0, 0, 0)
-    return b"".join(
-        [
-            b"\x89PNG\r\n\x1a\n",
-            _chunk(b"IHDR", header),
-            _chunk(b"IDAT", _deflate_rows(raw)),
-            _chunk(b"IEND", b""),
-        ]
-    )
-
-
 def _paint(codes: np.ndarray, colours: Sequence[tuple[int, int, int]]) -> np.ndarray:
     """RGBA of ``codes`` (0..len(colours)-1); any other code transparent."""
     lut = np.zeros((256, 4), np.uint8)
@@ -138,7 +119,7 @@ def class_quicklook(
     names = names or [f"class {i}" for i in range(len(colours))]
     counts = {name: int(np.count_nonzero(codes == i)) for i, name in enumerate(names)}
     counts["nodata"] = int(codes.size - sum(counts.values()))
-    write_bytes_atomic(out_png, encode_png_rgba(rgba))
+    write_bytes_atomic(out_png, encode_png(rgba))
     return MaskPicture(path=Path(out_png), rgba=rgba, step=step, counts=counts)
 
 
@@ -219,5 +200,5 @@ def error_quicklook(
     rgba = _paint(kinds, list(ERROR_COLOURS.values()))
     counts = {name: int(np.count_nonzero(kinds == i)) for i, name in enumerate(names)}
     counts["not_judged"] = int(np.count_nonzero(kinds == 255))
-    write_bytes_atomic(out_png, encode_png_rgba(rgba))
+    write_bytes_atomic(out_png, encode_png(rgba))
     return MaskPicture(path=Path(out_png), rgba=rgba, step=step, counts=counts)

@@ -257,7 +257,7 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def encode_png(rgb: np.ndarray) -> bytes:
-    """Encode a ``(rows, cols, 3)`` uint8 image as an 8-bit RGB PNG, byte for byte stable.
+    """Encode a ``(rows, cols, 3 or 4)`` uint8 image as an 8-bit RGB(A) PNG, byte for byte stable.
 
     A minimal writer (IHDR, one IDAT, IEND; filter 0 on every row) rather than GDAL's PNG
     driver: the file holds nothing but pixels (no text, time or georeferencing chunks, no
@@ -265,12 +265,13 @@ def encode_png(rgb: np.ndarray) -> bytes:
     :func:`_deflate_rows`). ``zlib.crc32`` is only the chunk checksum, which is the same
     everywhere.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8 or 0 in rgb.shape:
-        raise ValueError(f"expected a non-empty (rows, cols, 3) uint8 image, got {rgb.shape}")
-    rows, cols = rgb.shape[:2]
-    raw = np.zeros((rows, 1 + 3 * cols), dtype=np.uint8)  # column 0: filter type 0 (none)
-    raw[:, 1:] = rgb.reshape(rows, 3 * cols)
-    header = struct.pack(">IIBBBBB", cols, rows, 8, 2, 0, 0, 0)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.dtype != np.uint8 or 0 in rgb.shape:
+        raise ValueError(f"expected a non-empty (rows, cols, 3 or 4) uint8 image, got {rgb.shape}")
+    rows, cols, channels = rgb.shape
+    raw = np.zeros((rows, 1 + channels * cols), dtype=np.uint8)  # column 0: filter 0 (none)
+    raw[:, 1:] = rgb.reshape(rows, channels * cols)
+    colour_type = 2 if channels == 3 else 6  # truecolour, or truecolour with alpha
+    header = struct.pack(">IIBBBBB", cols, rows, 8, colour_type, 0, 0, 0)
     return b"".join(
         [
             b"\x89PNG\r\n\x1a\n",
