@@ -41,7 +41,9 @@ import rasterio
 from satpipe.core.errors import ModelError
 from satpipe.core.records import TileIndex, sorted_scene_ids
 from satpipe.evaluation.held_out import BLOCK_ROWS, HeldOutPixels, held_out_pixels
+from satpipe.models.kinds.pixels import PixelClasses
 from satpipe.models.model import Model
+from satpipe.models.pixel_sample import check_label_codes
 from satpipe.models.scores import check_classes, rounded
 
 NODATA_CLASS = 255
@@ -74,21 +76,6 @@ class CodeLookup:
             hit = self.codes[pos] == flat
             out[hit] = self.positions[pos[hit]]
         return out
-
-
-def check_scene_codes(
-    mapping: Mapping[str, Sequence[int]], lookup: CodeLookup, nodata: int | None, scene: str
-) -> None:
-    """Refuse (:class:`ModelError`) a scene whose label mapping lists a code no class lists."""
-    known = set(lookup.codes.tolist())
-    for name in sorted(mapping):
-        for code in mapping[name]:
-            if int(code) not in known and code != nodata:
-                raise ModelError(
-                    f"scene {scene}: label code {code} ({name!r} in ingest.labels.classes) maps "
-                    f"to no class of the model (codes {sorted(known)}); add it to a class's "
-                    "codes in train.pixels.classes"
-                )
 
 
 def scene_confusion(
@@ -240,6 +227,7 @@ def evaluate_pixels(
     if codes is None:
         raise ModelError("per-pixel evaluation needs a per-pixel model (one with label codes)")
     lookup = CodeLookup.from_label_codes(codes)
+    pixel_classes = PixelClasses(tuple(names), tuple(tuple(c) for c in codes), ())
     total = np.zeros((k, k), dtype=np.int64)
     counts_all = dict.fromkeys((*COUNT_KEYS, "pixels"), 0)
     scenes: dict[str | None, dict[str, Any]] = {}
@@ -251,7 +239,7 @@ def evaluate_pixels(
         reason: str | None = "the scene has no label raster (ingest.labels)"
         if labels and labels.get("file"):
             nodata = labels.get("nodata")
-            check_scene_codes(labels.get("classes") or {}, lookup, nodata, sid)
+            check_label_codes(sid, labels, pixel_classes)
             label_path = Path(scenes_dir) / str(labels["file"])
             matrix, counts = scene_confusion(
                 class_rasters[sid], label_path, judged, lookup, nodata, k, block_rows

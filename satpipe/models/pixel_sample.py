@@ -89,13 +89,17 @@ def check_label_codes(scene: str, labels: Mapping[str, Any], classes: PixelClass
     for name, codes in sorted((labels.get("classes") or {}).items()):
         for code in sorted(int(c) for c in codes):
             if code not in known and code != labels.get("nodata"):
-                meaning = f"{names[str(code)]!r}, " if str(code) in names else ""
+                what = (
+                    f"{names[str(code)]!r}, class {name!r} of its labels"
+                    if str(code) in names
+                    else f"{name!r} in ingest.labels.classes"
+                )
                 model = ", ".join(
                     f"{n} {list(c)}" for n, c in zip(classes.names, classes.codes, strict=True)
                 )
                 raise ModelError(
-                    f"scene {scene}: label code {code} ({meaning}class {name!r} of its labels) "
-                    f"maps to no class of the model ({model}); list it in train.pixels.classes"
+                    f"scene {scene}: label code {code} ({what}) maps to no class of the model "
+                    f"({model}); list it in train.pixels.classes"
                 )
 
 
