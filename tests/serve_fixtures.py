@@ -91,6 +91,38 @@ def _build_pipeline(repo: Path) -> Path:
     return repo
 
 
+_SEGMENTED: dict[Path, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def segmentation_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small pipeline run through DVC with the per-pixel model (``pixel_logistic``), committed.
+
+    The same small scene as :func:`pipeline_repo`; every stage ran, so ``data/segments`` holds
+    the class and probability COGs of ``synthetic-42`` and the downstream outputs exist. Built
+    once per session (per xdist worker); read-only: copy it to change it.
+    """
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    base = tmp_path_factory.getbasetemp()
+    if base not in _SEGMENTED:
+        repo = tmp_path_factory.mktemp("segmented") / "repo"
+        repo.mkdir()
+        for name in PIPELINE_FILES:
+            shutil.copy2(REPO / name, repo / name)
+        for name in PIPELINE_DIRS:
+            shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        run(["git", "init", "--quiet"], repo)
+        run(["dvc", "init", "--quiet"], repo)
+        run(["dvc", "config", "core.analytics", "false"], repo)
+        set_params(repo, {**SMALL, "train": {"model": "pixel_logistic"}})
+        run(["dvc", "repro", "--quiet"], repo)
+        run(["git", "add", "-A"], repo)
+        run(["git", "commit", "--quiet", "-m", "segmentation"], repo)
+        _SEGMENTED[base] = repo
+    return _SEGMENTED[base]
+
+
 def first_entry(repo: Path) -> dict:
     """The first tile of ``repo``'s index, as the index file holds it."""
     return json.loads((repo / "data" / "tile_index.json").read_text())["tiles"][0]
