@@ -24,11 +24,28 @@ lint: install
 
 # pytest-xdist: one worker per core; --dist loadfile keeps a module's tests (and its module-scoped
 # pipeline fixture) on one worker.
-test: lint airflow
+test: lint airflow browser
 	python -m pytest -n auto --dist loadfile
 
 serve: install
 	SATPIPE_REPO=. uvicorn serve.app:create_app --factory --host 127.0.0.1 --port 8000
+
+# Headless Chromium for the browser tests (tests/browser.py): Debian's chromium and its
+# chromedriver, installed with apt-get when missing (as root; otherwise those tests skip). With
+# the recommended packages (fonts-liberation among them), as the tests were run.
+CHROMIUM_PACKAGES := chromium chromium-driver
+.PHONY: browser
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "apt-get install $(CHROMIUM_PACKAGES)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && \
+		apt-get install -y -qq $(CHROMIUM_PACKAGES) >/dev/null; \
+	else \
+		echo "browser: chromium missing and not root: browser tests will skip" \
+			"(as root: apt-get install $(CHROMIUM_PACKAGES))" >&2; \
+	fi
 
 # Airflow in a venv of its own (its pins clash with requirements.txt); its DAG runs the stages
 # with .venv's dvc. `make test` installs it too. See README, "Scheduled runs: Airflow".
