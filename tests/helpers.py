@@ -92,6 +92,7 @@ STAGES: list[tuple[str, list[str]]] = [
         "segment",
         ["model.json", "scenes.json", "scenes", "segments", "reports/segment.json"],
     ),
+    ("vectorize", ["model.json", "segments", "polygons", "reports/vectorize.json"]),
     (
         "batch_infer",
         ["model.json", "index.json", "tiles", "predictions.json", "predictions.geojson"],

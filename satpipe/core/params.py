@@ -50,6 +50,7 @@ __all__ = [
     "StacParams",
     "TileParams",
     "TrainParams",
+    "VectorizeParams",
     "load_params",
     "parse_iso8601",
     "parse_params",
@@ -283,6 +284,23 @@ class SegmentParams(Section):
         return self
 
 
+class VectorizeParams(Section):
+    """``vectorize``: how class rasters become polygons (per-pixel models only).
+
+    The keys are :class:`satpipe.outputs.polygons.PolygonSettings`'s. ``min_area`` (m²) drops
+    smaller features after the ``opening`` (the half-width in pixels of a square morphological
+    opening; 0 = none); ``simplify`` is a coverage-simplification tolerance in pixels (0 = exact
+    pixel edges); ``precision`` the decimals of written coordinates (null: 3 in a projected CRS,
+    9 in degrees); ``block_rows`` the rows read at a time (memory only).
+    """
+
+    min_area: float = Field(0.0, ge=0.0)
+    opening: int = Field(0, ge=0, le=1024)
+    simplify: float = Field(0.0, ge=0.0)
+    precision: int | None = Field(None, ge=0, le=15)
+    block_rows: int = Field(1024, ge=1, le=65536)
+
+
 class EngineParams(Section):
     """``engine``: where tile and batch_infer work runs (not a DVC param: outputs don't change)."""
 
@@ -301,6 +319,7 @@ class Params(Section):
     batch_infer: BatchInferParams = BatchInferParams()
     health: HealthParams = HealthParams()
     segment: SegmentParams = SegmentParams()
+    vectorize: VectorizeParams = VectorizeParams()
     engine: EngineParams = EngineParams()
 
 
