@@ -145,6 +145,21 @@ def reference_classes(
     return ref
 
 
+def error_kinds(pred: np.ndarray, ref: np.ndarray, judged: np.ndarray, positive: int) -> np.ndarray:
+    """Per pixel: 0 correct, 1 false positive, 2 false negative, 3 other error, 255 not judged.
+
+    False positive and negative are relative to class ``positive``; the codes index
+    :data:`ERROR_COLOURS` (the quick-look and the map tiles' error layer both draw them).
+    """
+    kinds = np.full(pred.shape, 255, np.uint8)
+    wrong = judged & (pred != ref)
+    kinds[judged & (pred == ref)] = 0
+    kinds[wrong & (pred == positive)] = 1
+    kinds[wrong & (ref == positive)] = 2
+    kinds[wrong & (pred != positive) & (ref != positive)] = 3
+    return kinds
+
+
 def error_quicklook(
     class_cog: Path | str,
     label_raster: Path | str,
@@ -191,11 +206,7 @@ def error_quicklook(
     if mask is not None:
         held = mask(rows, cols) if callable(mask) else np.asarray(mask)[np.ix_(rows, cols)]
         judged &= np.asarray(held, bool)
-    kinds = np.full(pred.shape, 255, np.uint8)  # 255: not judged (transparent)
-    kinds[judged & (pred == ref)] = 0
-    kinds[judged & (pred != ref) & (pred == positive)] = 1
-    kinds[judged & (pred != ref) & (ref == positive)] = 2
-    kinds[judged & (pred != ref) & (pred != positive) & (ref != positive)] = 3
+    kinds = error_kinds(pred, ref, judged, positive)  # 255: not judged (transparent)
     names = list(ERROR_COLOURS)
     rgba = _paint(kinds, list(ERROR_COLOURS.values()))
     counts = {name: int(np.count_nonzero(kinds == i)) for i, name in enumerate(names)}
