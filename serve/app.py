@@ -21,18 +21,22 @@ from fastapi.middleware.cors import CORSMiddleware
 import satpipe
 from satpipe.core import logs
 from satpipe.inference import malloc
-from serve import errors, routes
+from serve import errors, maps, routes, segment_routes, viewer
+from serve.body_limit import JsonBodyLimit
 from serve.metrics import Metrics, MetricsMiddleware
 from serve.service import PinWatcher, Service, Serving
 from serve.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = """Classifies satellite tiles with exactly the model `dvc.lock` pins.
+DESCRIPTION = """Classifies satellite tiles and segments scenes per pixel (`/segment`) with
+exactly the model `dvc.lock` pins.
 
-Every answer names the model (`model_version`, `model_md5`). Errors are `{"detail": "..."}`
-with 400 (refused tile path), 401 (API key), 404 (no such tile), 413 (body too large),
-415 (not a TIFF), 422 (tile unlike the training tiles, unreadable, or invalid request) and
+Every answer names the model (`model_version`, `model_md5`; `X-Model-Version`, `X-Model-MD5`
+on binary answers). Errors are `{"detail": "..."}` with 400 (refused tile path), 401 (API key),
+404 (no such tile or scene), 406 (no acceptable answer format), 409 (the model labels tiles: no
+per-pixel answer), 413 (body, pixels or window over a declared limit), 415 (not a TIFF), 422
+(tile unlike the training tiles, unreadable, a bbox outside the scene, or invalid request) and
 503 (no verified pinned model; the detail says what is missing and how to get it)."""
 
 
@@ -89,7 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=satpipe.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        max_body_size=settings.max_json_bytes,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -98,8 +101,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The API key check is installed only when a key is set: no per-request cost otherwise.
     auth = [Depends(routes.require_api_key)] if settings.api_key is not None else []
     app.include_router(routes.health)
-    app.include_router(routes.inference, dependencies=auth)
+    # Body limits per router (JSON, tile uploads, scene uploads); JsonBodyLimit answers a
+    # declared Content-Length over one with the JSON error body, as every other refusal.
+    app.include_router(routes.inference, dependencies=auth, max_body_size=settings.max_json_bytes)
     app.include_router(routes.uploads, dependencies=auth, max_body_size=settings.max_upload_bytes)
+    app.include_router(
+        segment_routes.segment_uploads, dependencies=auth, max_body_size=settings.max_segment_bytes
+    )
+    app.include_router(segment_routes.segment_scenes, dependencies=auth)
+    # Maps and the viewer take the key in the header or, for map images, the api_key query.
+    map_auth = [Depends(maps.require_map_key)] if settings.api_key is not None else []
+    maps.install(app, map_auth)
+    viewer.install(app, map_auth)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -107,5 +120,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", routes.API_KEY_HEADER],
         )
+    app.add_middleware(JsonBodyLimit)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

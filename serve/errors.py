@@ -33,6 +33,7 @@ from satpipe.core.errors import (
     SceneError,
     TileError,
 )
+from serve.body_limit import too_large
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,36 @@ class AuthError(SatpipeError, PermissionError):
     """The API key is missing or wrong."""
 
 
+class LimitError(SatpipeError, ValueError):
+    """A request exceeds a declared limit (upload samples, window pixels); names limit and value."""
+
+
+class NotAcceptableError(SatpipeError, ValueError):
+    """No answer format the service has matches the request's ``Accept`` header."""
+
+
+class SceneNotFoundError(SatpipeError, FileNotFoundError):
+    """A scene id is well formed but the pinned segmentation has no such scene."""
+
+
+class PixelModelError(SatpipeError):
+    """The served model labels whole tiles: there is nothing to segment per pixel."""
+
+
+class BoundsError(SatpipeError, ValueError):
+    """A bounding box is malformed, or does not overlap the scene."""
+
+
 # The one table. Lookup walks the exception's MRO, so the most specific class listed wins.
 STATUS: dict[type[SatpipeError], int] = {
     AuthError: 401,
     TilePathError: 400,
     TileNotFoundError: 404,
+    SceneNotFoundError: 404,
+    NotAcceptableError: 406,
+    PixelModelError: 409,
+    LimitError: 413,
+    BoundsError: 422,
     NotGeoTIFFError: 415,
     RasterReadError: 422,
     TileError: 422,
@@ -94,8 +120,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         raise exc
     if exc.status_code == 413:
         limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-        detail = "request body too large" + (f": the limit is {limit} bytes" if limit else "")
-        return JSONResponse({"detail": detail}, status_code=413)
+        return JSONResponse({"detail": too_large(limit)}, status_code=413)
     if exc.status_code == 400:
         # FastAPI's own 400s: a body it cannot parse at all (bytes that are not UTF-8 where
         # JSON is expected, broken multipart framing).

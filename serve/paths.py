@@ -54,6 +54,8 @@ def check_tile_path(raw: str) -> str:
     Raises:
         TilePathError: naming the rule the path breaks.
     """
+    if not raw:
+        raise TilePathError("tile_path '': empty; expected a path relative to the tiles directory")
     shown = repr(raw) if len(raw) <= 120 else repr(raw[:120]) + "..."
     if "\x00" in raw:
         raise TilePathError(f"tile_path {shown}: contains a NUL byte")

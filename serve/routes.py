@@ -36,6 +36,8 @@ from satpipe.core.params_base import unset_nested
 from serve.errors import AuthError, status_for
 from serve.metrics import Metrics
 from serve.schemas import (
+    TIFF_PART_SCHEMA,
+    TIFF_UPLOAD_ENCODING,
     BatchItem,
     BatchRequest,
     BatchResponse,
@@ -54,8 +56,8 @@ T = TypeVar("T")
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
-    description="required on /infer, /infer/upload, /infer/batch and /model when SATPIPE_API_KEY "
-    "is set",
+    description="required on /infer, /infer/upload, /infer/batch, /segment and /model when "
+    "SATPIPE_API_KEY is set",
 )
 
 
@@ -93,7 +95,8 @@ async def require_api_key(request: Request, key: Annotated[str | None, Security(
         raise AuthError(f"missing or wrong API key in the {API_KEY_HEADER} header")
 
 
-def _errors(*codes: int) -> dict[int | str, dict]:
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """The ``responses`` of a route that answers these error statuses, each an ErrorBody."""
     return {code: {"model": ErrorBody} for code in codes}
 
 
@@ -108,7 +111,7 @@ async def live() -> Liveness:
     return Liveness()
 
 
-@health.get("/health/ready", responses=_errors(503))
+@health.get("/health/ready", responses=error_responses(503))
 async def ready(ctx: ReadyDep) -> Readiness:
     """Ready when the pinned model is loaded and its md5 equals the lock's; 503 with why."""
     m = ctx.loaded
@@ -131,7 +134,7 @@ async def metrics(request: Request) -> Response:
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@inference.post("/infer", responses=_errors(400, 401, 404, 413, 415, 422, 503))
+@inference.post("/infer", responses=error_responses(400, 401, 404, 413, 415, 422, 503))
 async def infer(body: InferRequest, ctx: ReadyDep) -> InferResult:
     """Classify a tile of the tiles directory, given its path relative to that directory."""
     tile = ctx.service.resolve(body.tile_path, ctx.loaded)
@@ -152,7 +155,7 @@ def _batch(service: Service, paths: list[str], loaded: LoadedModel) -> list[Batc
     return items
 
 
-@inference.post("/infer/batch", responses=_errors(400, 401, 413, 422, 503))
+@inference.post("/infer/batch", responses=error_responses(400, 401, 413, 422, 503))
 async def infer_batch(body: BatchRequest, ctx: ReadyDep) -> BatchResponse:
     """Classify a list of tile paths; one result or one error (status, detail) per item."""
     loaded = ctx.loaded
@@ -170,9 +173,19 @@ async def infer_batch(body: BatchRequest, ctx: ReadyDep) -> BatchResponse:
     )
 
 
-@uploads.post("/infer/upload", responses=_errors(400, 401, 413, 415, 422, 503))
+@uploads.post(
+    "/infer/upload",
+    responses=error_responses(400, 401, 413, 415, 422, 503),
+    openapi_extra=TIFF_UPLOAD_ENCODING,
+)
 async def infer_upload(
-    file: Annotated[UploadFile, File(description="a GeoTIFF tile like the training tiles")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description="a GeoTIFF tile like the training tiles",
+            json_schema_extra=TIFF_PART_SCHEMA,
+        ),
+    ],
     ctx: ReadyDep,
 ) -> InferResult:
     """Classify an uploaded GeoTIFF tile (multipart field ``file``)."""
@@ -197,7 +210,7 @@ def versions() -> dict[str, str]:
     }
 
 
-@inference.get("/model", responses=_errors(401, 503))
+@inference.get("/model", responses=error_responses(401, 503))
 async def model_info(request: Request, ctx: ReadyDep) -> ModelInfo:
     """The served model, its entry in dvc.lock, its params and reference statistics."""
     loaded = ctx.loaded

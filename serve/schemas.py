@@ -12,12 +12,50 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_BATCH = 256
 
+# The rules of serve.paths.check_tile_path as a pattern, declared in the schema (the service
+# checks them itself, answering 400 with the rule broken): '/'-separated segments of letters,
+# digits, '.', '_' and '-', none empty, '.' or '..', at most 255 characters each (a file
+# name's limit), the last ending in .tif or .tiff (any case).
+_SEGMENT = (
+    r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}"
+    r"|\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,253}"
+    r"|\.\.[A-Za-z0-9._-]{1,253})"
+)
+TILE_PATH_PATTERN = rf"^(?:{_SEGMENT}/)*[A-Za-z0-9._-]{{0,250}}\.[Tt][Ii][Ff][Ff]?$"
+SCENE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""A scene id, as ingest makes them (``ingest.id``): a file name, never a path."""
+
+# An upload's part, as the schema declares it: a non-empty file of media type image/tiff (an
+# empty or non-TIFF file is answered 415, one the model cannot read 422: content, not shape).
+TIFF_PART_SCHEMA: dict[str, Any] = {
+    "format": "binary",
+    "contentMediaType": "image/tiff",
+    "minLength": 1,
+}
+TIFF_UPLOAD_ENCODING: dict[str, Any] = {
+    "requestBody": {
+        "content": {"multipart/form-data": {"encoding": {"file": {"contentType": "image/tiff"}}}}
+    }
+}
+"""``openapi_extra`` of an upload route: its ``file`` part is sent as ``image/tiff``."""
+
+_TILE_PATH_TEXT = "path of a tile file relative to the tiles directory, e.g. r000000_c000256.tif"
 TilePath = Annotated[
     str,
     Field(
         min_length=1,
         max_length=1024,
-        description="path of a tile file relative to the tiles directory, e.g. r000000_c000256.tif",
+        description=_TILE_PATH_TEXT,
+        examples=["r000000_c000256.tif"],
+        json_schema_extra={"pattern": TILE_PATH_PATTERN},
+    ),
+]
+BatchTilePath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        description=_TILE_PATH_TEXT + "; a refused path is one item's error (status 400)",
         examples=["r000000_c000256.tif"],
     ),
 ]
@@ -36,7 +74,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tile_paths: list[TilePath] = Field(min_length=1, max_length=MAX_BATCH)
+    tile_paths: list[BatchTilePath] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class Window(BaseModel):
@@ -144,3 +182,38 @@ class ErrorBody(BaseModel):
     """Every error answer: one line saying what was wrong and what was expected."""
 
     detail: str
+
+
+class ClassArea(BaseModel):
+    """One class of a segmentation answer: its code, name, pixels and area."""
+
+    code: int = Field(description="the class code in the GeoTIFF answer (255 is nodata)")
+    name: str
+    pixels: int
+    area_m2: float = Field(description="m² (see area_method)")
+
+
+class SegmentSummary(BaseModel):
+    """``/segment`` as JSON: the grid, pixels and m² per class, the settings and the model."""
+
+    scene: str | None = Field(description="the pinned scene the window is cut from; null: upload")
+    window: Window | None = Field(description="the window in the scene; null for an upload")
+    width: int
+    height: int
+    crs: str
+    transform: tuple[float, float, float, float, float, float] = Field(
+        description="the affine transform (a, b, c, d, e, f) of the answer's grid"
+    )
+    bounds: tuple[float, float, float, float] = Field(description="(left, bottom, right, top)")
+    pixels: int
+    valid_pixels: int
+    nodata_pixels: int
+    area_method: Literal["projected", "geodesic"] = Field(
+        description="projected: pixels x the pixel's area; geodesic: per row, on the ellipsoid"
+    )
+    classes: list[ClassArea]
+    settings: dict[str, Any] = Field(
+        description="the segment params the pinned run used (window, overlap, blend, batch)"
+    )
+    model_version: str
+    model_md5: str

@@ -44,6 +44,20 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = Field((), description="origins allowed by CORS (none: off)")
     max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="/infer/upload body")
     max_json_bytes: int = Field(1024 * 1024, ge=1024, description="JSON request bodies")
+    segments_dir: str = Field("data/segments", description="the segment stage's class COGs")
+    segment_stage: str = "segment"
+    max_segment_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="/segment upload body, bytes"
+    )
+    max_segment_samples: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="/segment upload: width x height x bands, read from the TIFF header before "
+        "any pixel is decoded",
+    )
+    max_window_pixels: int = Field(
+        4096 * 4096, ge=1, description="/segment/{scene}: pixels of the window a bbox covers"
+    )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     classify_threads: int | None = Field(
         None, ge=1, le=256, description="tiles classified at once, in threads (none: one per core)"

@@ -28,19 +28,12 @@ from satpipe.inference.malloc import release_large_buffers
 from satpipe.inference.segment import SceneSegmentation, settings_for
 from satpipe.models import model as model_lib
 from satpipe.models.kinds.base import PixelKind
-from satpipe.outputs.segmentation import SegmentWriter
+from satpipe.outputs.segmentation import SegmentWriter, provenance_tags
 from stages import _cli, _engine
 
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
-
-
-def _tags(model: model_lib.Model, md5: str, provenance: dict[str, Any]) -> dict[str, str]:
-    """The provenance tags of every output: the model, then the run's settings."""
-    tags = {"MODEL_VERSION": model.version, "MODEL_MD5": md5}
-    tags.update({k.upper().replace(" ", "_"): str(v) for k, v in provenance.items()})
-    return tags
 
 
 def main(args: argparse.Namespace) -> None:
@@ -84,7 +77,7 @@ def main(args: argparse.Namespace) -> None:
                         scene,
                         model.classes,
                         kind.colours,
-                        tags=_tags(model, md5, run.provenance),
+                        tags=provenance_tags(model.version, md5, run.provenance),
                         probability_path=tmp / names["probability"],
                         probabilities=settings.probabilities,
                     ) as writer:

@@ -41,6 +41,8 @@ from tests.helpers import output as run
 
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore")
 PIPELINE_DIRS = ("stages", "satpipe", "models")
+# DVC's settings and plot templates (custom vega-lite templates, the offline page of `dvc plots`).
+DVC_FILES = (".dvc/config", ".dvc/plots")
 SMALL = {"ingest": {"width": 700, "height": 600}, "tile": {"size": 64}}
 TILE = 64
 
@@ -52,6 +54,15 @@ def set_params(repo: Path, changes: dict[str, dict[str, Any]]) -> None:
     for section, values in changes.items():
         params[section].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_dvc_files(repo: Path) -> None:
+    """Copy the project's ``.dvc/config`` and ``.dvc/plots`` into ``repo`` (after ``dvc init``)."""
+    for name in DVC_FILES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, repo / name, dirs_exist_ok=True)
+        elif (REPO / name).is_file():
+            shutil.copy2(REPO / name, repo / name)
 
 
 # Each test module imports the fixture, which makes pytest register it once per module; this
@@ -78,6 +89,7 @@ def _build_pipeline(repo: Path) -> Path:
         shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     run(["git", "init", "--quiet"], repo)
     run(["dvc", "init", "--quiet"], repo)
+    copy_dvc_files(repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
     set_params(repo, SMALL)
     run(["dvc", "repro", "--quiet"], repo)
@@ -114,6 +126,7 @@ def segmentation_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         run(["git", "init", "--quiet"], repo)
         run(["dvc", "init", "--quiet"], repo)
+        copy_dvc_files(repo)
         run(["dvc", "config", "core.analytics", "false"], repo)
         set_params(repo, {**SMALL, "train": {"model": "pixel_logistic"}})
         run(["dvc", "repro", "--quiet"], repo)

@@ -193,3 +193,10 @@ def test_a_missing_or_cut_short_pack_names_the_tile_and_what_to_do(
         f"tile_path {entry['file']!r}: its pack {entry['pack']!r} is not in the tiles "
         "directory (run `dvc pull` or `dvc repro`)"
     )
+
+
+def test_an_empty_tile_path_is_a_path_error_not_a_crash() -> None:
+    # The schema refuses it first (min_length 1), but the check itself must not raise
+    # StopIteration looking for a refused character in an empty string.
+    with pytest.raises(TilePathError, match="empty"):
+        check_tile_path("")

@@ -132,6 +132,10 @@ def test_bodies_over_the_limits_are_413(
     # A declared Content-Length over the limit is answered by Starlette before the body is read.
     got = small.post("/infer/upload", files={"file": ("t.tif", tile_bytes(), "image/tiff")})
     assert got.status_code == 413
+    declared = got.request.headers["content-length"]
+    assert got.json() == {
+        "detail": f"request body of {declared} bytes too large: the limit is 4096 bytes"
+    }
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted while streaming
         for _ in range(10):
@@ -145,4 +149,5 @@ def test_bodies_over_the_limits_are_413(
     assert streamed.status_code == 413
     assert streamed.json()["detail"] == "request body too large: the limit is 4096 bytes"
     long_path = {"tile_paths": ["a" * 600 + ".tif"] * 2}
-    assert small.post("/infer/batch", json=long_path).status_code == 413
+    batch = small.post("/infer/batch", json=long_path)
+    assert batch.status_code == 413 and "the limit is 1024 bytes" in batch.json()["detail"]

@@ -113,6 +113,13 @@ class SegmentArrays(Protocol):
     def valid(self) -> np.ndarray: ...  # noqa: D102
 
 
+def provenance_tags(version: str, md5: str, provenance: Mapping[str, Any]) -> dict[str, str]:
+    """The tags of every class and probability raster: the model, then the run's settings."""
+    tags = {"MODEL_VERSION": version, "MODEL_MD5": md5}
+    tags.update({k.upper().replace(" ", "_"): str(v) for k, v in provenance.items()})
+    return tags
+
+
 def class_colormap(colours: Sequence[str]) -> dict[int, tuple[int, int, int, int]]:
     """The class COG's colour table: code i in ``colours[i]``, nodata 255 transparent."""
     table = {i: (*parse_colour(c), 255) for i, c in enumerate(colours)}
