@@ -25,7 +25,6 @@ per layer and the ratios service / floor and library / floor. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -44,31 +43,12 @@ from rio_tiler.errors import NoOverviewWarning  # noqa: E402
 from rio_tiler.io import Reader  # noqa: E402
 
 from satpipe.outputs import map_tiles  # noqa: E402
-from tests.helpers import REPO  # noqa: E402
-from tests.helpers import output as run  # noqa: E402
-from tests.serve_fixtures import (  # noqa: E402
-    PIPELINE_DIRS,
-    PIPELINE_FILES,
-    SMALL,
-    set_params,
-    uvicorn_server,
-)
+from tests.serve_fixtures import SEGMENTATION, init_pipeline, uvicorn_server  # noqa: E402
 
 
 def build_repo(repo: Path, width: int, height: int) -> Path:
     """A per-pixel run (``pixel_logistic``) of a ``width`` x ``height`` synthetic scene."""
-    repo.mkdir(parents=True)
-    for name in PIPELINE_FILES:
-        shutil.copy2(REPO / name, repo / name)
-    for name in PIPELINE_DIRS:
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    run(["git", "init", "--quiet"], repo)
-    run(["dvc", "init", "--quiet"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
-    params = {**SMALL, "ingest": {"width": width, "height": height}}
-    set_params(repo, {**params, "train": {"model": "pixel_logistic"}})
-    run(["dvc", "repro", "--quiet"], repo)
-    return repo
+    return init_pipeline(repo, {**SEGMENTATION, "ingest": {"width": width, "height": height}})
 
 
 def _floor_classes(path: Path, colours: dict[int, tuple[int, int, int, int]]) -> Callable:

@@ -26,7 +26,6 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -43,24 +42,12 @@ from serve.segment_routes import encode_answer
 from serve.segmenting import Segmenting
 from serve.service import Serving
 from serve.settings import Settings
-from tests.helpers import REPO
-from tests.helpers import output as run
-from tests.serve_fixtures import PIPELINE_DIRS, PIPELINE_FILES, SMALL, set_params
+from tests.serve_fixtures import SEGMENTATION, init_pipeline
 
 
 def build_repo(repo: Path) -> Path:
     """The small per-pixel run (``pixel_logistic``), as ``segmentation_repo`` builds it."""
-    repo.mkdir(parents=True)
-    for name in PIPELINE_FILES:
-        shutil.copy2(REPO / name, repo / name)
-    for name in PIPELINE_DIRS:
-        shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    run(["git", "init", "--quiet"], repo)
-    run(["dvc", "init", "--quiet"], repo)
-    run(["dvc", "config", "core.analytics", "false"], repo)
-    set_params(repo, {**SMALL, "train": {"model": "pixel_logistic"}})
-    run(["dvc", "repro", "--quiet"], repo)
-    return repo
+    return init_pipeline(repo, SEGMENTATION)
 
 
 def bench(repo: Path, tmp: Path, size: int, reps: int, fmt: str, graph: tuple[int, int]) -> None:

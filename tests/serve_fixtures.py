@@ -44,6 +44,7 @@ PIPELINE_DIRS = ("stages", "satpipe", "models")
 # DVC's settings and plot templates (custom vega-lite templates, the offline page of `dvc plots`).
 DVC_FILES = (".dvc/config", ".dvc/plots")
 SMALL = {"ingest": {"width": 700, "height": 600}, "tile": {"size": 64}}
+SEGMENTATION = {**SMALL, "train": {"model": "pixel_logistic"}}  # segmentation_repo's params
 TILE = 64
 
 
@@ -81,8 +82,13 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _BUILT[base]
 
 
-def _build_pipeline(repo: Path) -> Path:
-    repo.mkdir()
+def init_pipeline(repo: Path, changes: dict[str, dict[str, Any]]) -> Path:
+    """A new git+DVC repository ``repo`` with the pipeline's code, after ``dvc repro``.
+
+    ``changes`` are made to its ``params.yaml`` first (section -> key -> value); nothing is
+    committed.
+    """
+    repo.mkdir(parents=True)
     for name in PIPELINE_FILES:
         shutil.copy2(REPO / name, repo / name)
     for name in PIPELINE_DIRS:
@@ -91,8 +97,13 @@ def _build_pipeline(repo: Path) -> Path:
     run(["dvc", "init", "--quiet"], repo)
     copy_dvc_files(repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
-    set_params(repo, SMALL)
+    set_params(repo, changes)
     run(["dvc", "repro", "--quiet"], repo)
+    return repo
+
+
+def _build_pipeline(repo: Path) -> Path:
+    init_pipeline(repo, SMALL)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "--quiet", "-m", "v1"], repo)
     run(["git", "tag", "v1"], repo)
@@ -119,17 +130,7 @@ def segmentation_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.getbasetemp()
     if base not in _SEGMENTED:
         repo = tmp_path_factory.mktemp("segmented") / "repo"
-        repo.mkdir()
-        for name in PIPELINE_FILES:
-            shutil.copy2(REPO / name, repo / name)
-        for name in PIPELINE_DIRS:
-            shutil.copytree(REPO / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        run(["git", "init", "--quiet"], repo)
-        run(["dvc", "init", "--quiet"], repo)
-        copy_dvc_files(repo)
-        run(["dvc", "config", "core.analytics", "false"], repo)
-        set_params(repo, {**SMALL, "train": {"model": "pixel_logistic"}})
-        run(["dvc", "repro", "--quiet"], repo)
+        init_pipeline(repo, SEGMENTATION)
         run(["git", "add", "-A"], repo)
         run(["git", "commit", "--quiet", "-m", "segmentation"], repo)
         _SEGMENTED[base] = repo
