@@ -58,6 +58,7 @@ from satpipe.outputs.quicklook import (
     QUICKLOOK_MAX_SIDE,
     display_bands,
     encode_png,
+    stretch,
     stretch_band,
 )
 
@@ -248,16 +249,6 @@ def true_colour(preview_path: Path | str, nodata: float | None = None) -> TrueCo
         nodata: the scene's nodata value, if it overrides the preview's own.
     """
     return TrueColour(preview_path, nodata)
-
-
-def stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map values linearly from ``[low, high]`` to 0..255 as the quick-look does (uint8)."""
-    if math.isnan(low) or math.isnan(high):
-        return np.zeros(values.shape, np.uint8)
-    if not high > low:
-        return np.full(values.shape, 128, np.uint8)
-    scaled = np.rint((values.astype(np.float64) - low) * (255.0 / (high - low)))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def render_true_colour(scene: Path | str, z: int, x: int, y: int, style: TrueColour) -> bytes:

@@ -104,12 +104,22 @@ def stretch_band(band: np.ndarray, nodata: float | None) -> tuple[np.ndarray, tu
     if not valid.any():
         return np.zeros(band.shape, np.uint8), (math.nan, math.nan)
     low, high = (float(v) for v in np.percentile(values[valid], STRETCH_PERCENTILES))
-    if high > low:
-        scaled = np.rint((values - low) * (255.0 / (high - low)))
-        out = np.clip(np.where(valid, scaled, 0.0), 0, 255).astype(np.uint8)
-    else:
-        out = np.where(valid, 128, 0).astype(np.uint8)
-    return out, (low, high)
+    shown = stretch(np.where(valid, values, low), low, high)  # invalid (NaN, inf) never cast
+    return np.where(valid, shown, 0).astype(np.uint8), (low, high)
+
+
+def stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map values linearly from ``[low, high]`` to 0..255 (uint8), clipped.
+
+    A range of NaNs (a band with no valid pixel) maps everything to 0, an empty range
+    (``high <= low``) to 128. The quick-look and the true-colour map tiles both draw with it.
+    """
+    if math.isnan(low) or math.isnan(high):
+        return np.zeros(values.shape, np.uint8)
+    if not high > low:
+        return np.full(values.shape, 128, np.uint8)
+    scaled = np.rint((values.astype(np.float64) - low) * (255.0 / (high - low)))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def _preview_factor(preview: Affine, scene: Affine, name: str) -> int:
