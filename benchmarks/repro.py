@@ -1,31 +1,30 @@
-"""Benchmark what a user waits for: ``dvc repro`` end to end, against the floor, with its split.
+"""Benchmark ``dvc repro``'s fixed cost and its marginal cost per pixel, against the floor.
 
 Usage::
 
-    python benchmarks/repro.py              # (a) one 8192^2 scene and (b) eight 4096^2 scenes
-    python benchmarks/repro.py --cases a    # only (a)
+    python benchmarks/repro.py                      # tile-label and segmentation, 1 and 4 scenes
+    python benchmarks/repro.py --runs tile --counts 1 4 --side 4096
+    python benchmarks/repro.py --side 1024          # a quick look
 
-For each case, in one run and side by side: the input scenes are written once (4-band uint16
-synthetic GeoTIFFs, outside the repository); a fresh ``git clone`` of this repository gets
-params pointing at them (``source: file``); then it times
+Two workloads that differ only in size: ``--counts`` (default 1 and 4) 4-band uint16 synthetic
+GeoTIFF scenes of ``--side``² pixels (default 4096), each with its reference labels, written once
+outside the repository. For each run kind and each workload, a fresh ``git clone`` of this
+repository (its committed HEAD) gets params pointing at the scenes (``source: file``) and runs
+``dvc repro`` cold; the floor runs on the same ingested scenes in the same process tree budget:
 
-- the *floor*: read every scene once with threads and write its tiles once (the tile stage's
-  work and nothing else; ``benchmarks/pipeline.py``'s floor, run on the ingested scenes);
-- ``dvc repro`` on the fresh clone, and its split: time inside the stage commands (itself split
-  into interpreter start-up and imports, measured per stage as ``python -c "import
-  stages.<name>"``, and the rest, the stage's work), DVC hashing outputs and dependencies
-  (``Stage.save``), DVC cache transfer (``Stage.commit`` and the run-cache), writing
-  ``dvc.lock`` (``Stage.dump``), and everything else DVC does (graph, locks, removing old
-  outputs, git). The split comes from a second fresh clone run under DVC's cProfile: the stage
-  commands are child processes, timed as they are, while DVC's own Python runs several times
-  slower under the profiler, so DVC's parts are scaled to the unprofiled run's
-  ``wall - stage commands``, in the profiled proportions;
-- a no-op ``dvc repro`` and a no-op ``dvc status`` (the median of five runs each);
-- ``dvc exp run -S tile.size=512`` on the warm repository (experiment bookkeeping included);
+- ``tile`` (the default tile-label model): the floor reads every scene once with threads and
+  writes its tiles once (``benchmarks/pipeline.py``'s floor);
+- ``segment`` (``train.model: pixel_logistic``): the floor is the fitted model's bare compute,
+  every pixel of every scene read once (512-row windows, threads) and scored
+  (``kind.scores``), nothing written.
 
-with the peak memory (PSS) of the whole process tree of ``dvc repro``.
+The slope between the two workloads is the marginal cost per pixel (shown per 4096² scene), the
+intercept the fixed cost. Also: the median of five no-op ``dvc repro`` and ``dvc status`` on the
+larger workload, and the interpreter start-up and imports of every stage (``python -c "import
+stages.<name>"``, summed).
 
-Targets (issue 11): ``dvc repro`` within 1.5x of the floor; a no-op ``dvc repro`` under 2 s.
+Targets (issue 23): marginal slope <= 1.3x the floor's; fixed cost <= 6 s; no-op dvc repro
+median <= 1.0 s.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pstats
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,17 +48,55 @@ from benchmarks.pipeline import run as measured  # noqa: E402
 from satpipe.scenes import synthetic  # noqa: E402
 from tests.helpers import tool_env  # noqa: E402
 
-CASES = {"a": [(8192, 42)], "b": [(4096, seed) for seed in range(1, 9)]}
-STAGES = ("check_params", "ingest", "tile", "train", "batch_infer", "health", "evaluate", "maps")
-# DVC functions whose cumulative time makes each part of the split (file suffix, function).
-PARTS = {
-    "stage commands": [("dvc/stage/run.py", "cmd_run")],
-    "DVC hashing": [
-        ("dvc/stage/__init__.py", "save_deps"),
-        ("dvc/stage/__init__.py", "save_outs"),
-    ],
-    "DVC cache transfer": [("dvc/stage/__init__.py", "commit"), ("dvc/stage/cache.py", "save")],
-    "writing dvc.lock": [("dvc/stage/__init__.py", "dump")],
+# The segmentation floor: the fitted pixel_logistic model's bare compute over every pixel.
+SEGMENT_FLOOR = """
+import os, sys, numpy as np, rasterio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from rasterio.windows import Window
+from satpipe.core.files import read_json
+from satpipe.models import model as models
+os.environ.setdefault("GDAL_CACHEMAX", "16")
+scenes_dir, manifest, model_path, workers = sys.argv[1:5]
+kind = models.load(model_path).kind
+positions = list(kind._positions)
+jobs = []
+for meta in read_json(manifest)["scenes"]:
+    path = Path(scenes_dir) / f"{meta['id']}.tif"
+    with rasterio.open(path) as src:
+        jobs += [(path, r, min(512, src.height - r), src.width) for r in range(0, src.height, 512)]
+
+def job(task):
+    path, row, rows, width = task
+    with rasterio.open(path) as src:
+        data = src.read(window=Window(0, row, width, rows))
+    return int(np.argmax(kind.scores(data[None, positions]), axis=1).sum())
+
+with ThreadPoolExecutor(int(workers)) as pool:
+    list(pool.map(job, jobs))
+"""
+
+STAGES = (
+    "check_params",
+    "ingest",
+    "tile",
+    "train",
+    "batch_infer",
+    "segment",
+    "vectorize",
+    "evaluate",
+    "health",
+    "maps",
+    "catalog",
+)
+RUNS = {
+    "tile": {"train": {"model": "threshold"}},
+    "segment": {"train": {"model": "pixel_logistic"}},
+}
+# Label codes of the synthetic scenes (satpipe.scenes.synthetic.SURFACES) as each run's classes.
+LABELS = {
+    "tile": {"dark": [1], "bright": [2, 3, 4]},
+    "segment": {"water": [1], "vegetation": [2], "soil": [3], "cloud": [4]},
 }
 
 
@@ -72,145 +107,134 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def _cumulative(stats: pstats.Stats, targets: list[tuple[str, str]]) -> float:
-    total = 0.0
-    for (path, _, name), row in stats.stats.items():  # type: ignore[attr-defined]
-        if any(path.endswith(p) and name == n for p, n in targets):
-            total += row[3]  # cumulative time
-    return total
-
-
-def _scenes(inputs: Path, case: str) -> list[Path]:
+def scenes(inputs: Path, count: int, side: int) -> list[Path]:
+    """``count`` synthetic scenes of ``side``² (seeds 1..count) and their labels, written once."""
     paths = []
-    for size, seed in CASES[case]:
-        path = inputs / f"scene-{size}-{seed}.tif"
+    for seed in range(1, count + 1):
+        path = inputs / f"scene-{side}-{seed}.tif"
         if not path.exists():
-            synthetic.write_scene(path, width=size, height=size, seed=seed)
+            labels = path.with_suffix(".labels.tif")
+            synthetic.write_scene(path, width=side, height=side, seed=seed, labels_path=labels)
         paths.append(path)
     return paths
 
 
-def _repo(work: Path, scenes: list[Path], name: str, cache_type: str | None) -> Path:
+def clone(work: Path, paths: list[Path], run: str, name: str) -> Path:
+    """A fresh clone of this repository's HEAD with params for ``paths`` and run kind ``run``."""
     repo = work / name
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True, env=tool_env())
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    items = [
-        {"source": "file", "path": str(p), "id": p.stem, "acquisition_time": "2024-07-13T10:30:00Z"}
-        for p in scenes
-    ]
+    items = []
+    for p in paths:
+        labels = {"path": str(p.with_suffix(".labels.tif")), "classes": LABELS[run]}
+        items.append(
+            {
+                "source": "file",
+                "path": str(p),
+                "id": p.stem,
+                "acquisition_time": "2024-07-13T10:30:00Z",
+                "labels": labels,
+            }
+        )
     if len(items) == 1:
         params["ingest"].update(items[0])
     else:
         params["ingest"]["scenes"] = items
+    for section, values in RUNS[run].items():
+        params[section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    if cache_type:
-        subprocess.run(
-            [str(Path(sys.executable).parent / "dvc"), "config", "cache.type", cache_type],
-            cwd=repo,
-            check=True,
-            env=tool_env(),
-        )
     subprocess.run(
         ["git", "commit", "--quiet", "-am", "bench params"], cwd=repo, check=True, env=tool_env()
     )
     return repo
 
 
-def bench(case: str, inputs: Path, work: Path, cache_type: str | None) -> None:
-    """Run case ``case`` and print its table."""
-    scenes = _scenes(inputs, case)
+def floor(repo: Path, run: str, work: Path) -> float:
+    """Seconds of the floor of ``run`` on ``repo``'s ingested scenes."""
+    workers = str(os.cpu_count() or 1)
+    if run == "tile":
+        out = work / "floor_tiles"
+        size = str(yaml.safe_load((repo / "params.yaml").read_text())["tile"]["size"])
+        args = ["data/scenes", "data/scenes.json", str(out), size, "zstd", workers]
+        seconds, _, _ = measured([sys.executable, "-c", FLOOR, *args], repo)
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        return seconds
+    args = ["data/scenes", "data/scenes.json", "data/model.json", workers]
+    seconds, _, _ = measured([sys.executable, "-c", SEGMENT_FLOOR, *args], repo)
+    return seconds
+
+
+def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Slope and intercept of the least-squares line through ``(xs, ys)`` (two points: exact)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return slope, my - slope * mx
+
+
+def bench(run: str, counts: list[int], side: int, inputs: Path, work: Path) -> None:
+    """Print the fixed/marginal table of run kind ``run``."""
     dvc = [str(Path(sys.executable).parent / "dvc")]
-    profiled = _repo(work, scenes, "profiled", cache_type)
-    profile = work / "repro.prof"
-    measured([*dvc, "repro", "--quiet", "--cprofile-dump", str(profile)], profiled)
-    shutil.rmtree(profiled)
-    stats = pstats.Stats(str(profile))
-    raw = {name: _cumulative(stats, targets) for name, targets in PARTS.items()}
-    repo = _repo(work, scenes, "repo", cache_type)
-    wall, peak, _ = measured([*dvc, "repro", "--quiet"], repo)
-    tiles = json.loads((repo / "data/tile_index.json").read_text())["tile_count"]
-    dvc_raw = stats.total_tt - raw["stage commands"]  # type: ignore[attr-defined]
-    scale = (wall - raw["stage commands"]) / dvc_raw if dvc_raw > 0 else 1.0
-    parts = {k: v if k == "stage commands" else v * scale for k, v in raw.items()}
-    startup = sum(timed([sys.executable, "-c", f"import stages.{name}"], repo) for name in STAGES)
-    floor_out = work / "floor_tiles"
-    size = str(yaml.safe_load((repo / "params.yaml").read_text())["tile"]["size"])
-    floor, _, _ = measured(
-        [
-            sys.executable,
-            "-c",
-            FLOOR,
-            "data/scenes",
-            "data/scenes.json",
-            str(floor_out),
-            size,
-            "zstd",
-            str(os.cpu_count() or 1),
-        ],
-        repo,
-    )
-    shutil.rmtree(floor_out)
-    # Second-long commands on a noisy machine: the median of five runs, with the range.
+    walls, floors, peaks = [], [], []
+    repo = work
+    for count in counts:
+        paths = scenes(inputs, count, side)
+        repo = clone(work, paths, run, f"{run}-{count}")
+        wall, peak, _ = measured([*dvc, "repro", "--quiet"], repo)
+        walls.append(wall)
+        peaks.append(peak)
+        floors.append(floor(repo, run, work))
+        print(
+            f"  {run}: {count} x {side}^2: dvc repro {wall:.2f} s (peak PSS {peak:.0f} MiB), "
+            f"floor {floors[-1]:.2f} s",
+            flush=True,
+        )
     noops = sorted(timed([*dvc, "repro", "--quiet"], repo) for _ in range(5))
     statuses = sorted(timed([*dvc, "status", "--quiet"], repo) for _ in range(5))
-    noop, status = noops[2], statuses[2]
-    exp = timed([*dvc, "exp", "run", "--quiet", "-S", "tile.size=512"], repo)
-    described = ", ".join(f"{n}x{s}^2" for s, n in _counts(CASES[case]).items())
+    startup = {name: timed([sys.executable, "-c", f"import stages.{name}"], repo) for name in STAGES}
+    slope, fixed = fit([float(c) for c in counts], walls)
+    fslope, ffixed = fit([float(c) for c in counts], floors)
+    lock_lines = len((repo / "dvc.lock").read_text().splitlines())
+    print(f"\n{run} run: {', '.join(str(c) for c in counts)} scenes of {side}^2, cold dvc repro")
+    print(f"{'':<40}{'dvc repro':>11}{'floor':>9}{'ratio':>8}")
+    for count, wall, fl in zip(counts, walls, floors, strict=True):
+        print(f"{f'{count} scene(s), s':<40}{wall:>11.2f}{fl:>9.2f}{wall / fl:>8.2f}")
+    print(f"{f'marginal, s per {side}^2 scene':<40}{slope:>11.2f}{fslope:>9.2f}{slope / fslope:>8.2f}")
+    print(f"{'fixed (intercept), s':<40}{fixed:>11.2f}{ffixed:>9.2f}")
     print(
-        f"\n({case}) {described} 4-band uint16 scenes, {tiles} tiles of 256^2, cache.type "
-        f"{cache_type or 'default (reflink,copy)'}"
+        f"no-op dvc repro median {noops[2]:.2f} s ({noops[0]:.2f}-{noops[-1]:.2f}), no-op dvc "
+        f"status median {statuses[2]:.2f} s ({statuses[0]:.2f}-{statuses[-1]:.2f}), 5 runs each"
     )
-    print(f"{'':<44}{'seconds':>9}{'x floor':>9}")
-    other = wall - sum(parts.values())
-    rows = [
-        ("floor: read scenes once, write tiles once", floor),
-        ("dvc repro, fresh clone", wall),
-        ("  stage commands", parts["stage commands"]),
-        ("    interpreter start-up and imports", startup),
-        ("    the stages' work", parts["stage commands"] - startup),
-        ("  DVC hashing (Stage.save)", parts["DVC hashing"]),
-        ("  DVC cache transfer (commit, run-cache)", parts["DVC cache transfer"]),
-        ("  writing dvc.lock (Stage.dump)", parts["writing dvc.lock"]),
-        ("  DVC, everything else", other),
-        ("no-op dvc repro (median of 5)", noop),
-        ("no-op dvc status (median of 5)", status),
-        ("dvc exp run -S tile.size=512, warm", exp),
-    ]
-    for name, seconds in rows:
-        print(f"{name:<44}{seconds:>9.2f}{seconds / floor:>9.2f}")
     print(
-        f"no-op dvc repro {noops[0]:.2f}-{noops[-1]:.2f} s, no-op dvc status "
-        f"{statuses[0]:.2f}-{statuses[-1]:.2f} s over 5 runs each"
+        f"stage imports (python -c 'import stages.<name>'): {sum(startup.values()):.2f} s in all; "
+        + ", ".join(f"{k} {v:.2f}" for k, v in startup.items())
     )
-    print(f"peak memory of dvc repro's process tree (PSS): {peak:.0f} MiB")
+    print(f"dvc.lock: {lock_lines} lines; peak PSS of dvc repro: {max(peaks):.0f} MiB")
     print(
-        f"dvc repro / floor: {wall / floor:.2f}x (target <= 1.5x); no-op dvc repro {noop:.2f} s "
-        "(target < 2 s)"
+        f"targets: slope {slope / fslope:.2f}x the floor's (<= 1.3), fixed {fixed:.2f} s (<= 6), "
+        f"no-op dvc repro {noops[2]:.2f} s (<= 1.0)"
     )
-
-
-def _counts(items: list[tuple[int, int]]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for size, _ in items:
-        out[size] = out.get(size, 0) + 1
-    return out
 
 
 def main() -> None:
-    """Run the chosen cases."""
+    """Run the chosen run kinds."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default="ab", help="which cases: a, b or ab")
-    p.add_argument("--cache-type", help="dvc config cache.type for the clones, e.g. hardlink")
+    p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--counts", nargs=2, type=int, default=[1, 4])
+    p.add_argument("--side", type=int, default=4096)
+    p.add_argument("--keep", help="work in this directory and keep it")
     args = p.parse_args()
     os.environ.update(tool_env())  # dvc and the stages it runs use this virtualenv's python
     os.environ.pop("PYTHONPATH", None)
     with tempfile.TemporaryDirectory(prefix="repro-bench-") as tmp:
-        inputs = Path(tmp) / "inputs"
-        inputs.mkdir()
-        for case in args.cases:
-            work = Path(tmp) / case
+        base = Path(args.keep) if args.keep else Path(tmp)
+        inputs = base / "inputs"
+        inputs.mkdir(parents=True, exist_ok=True)
+        for run in args.runs:
+            work = base / run
             work.mkdir()
-            bench(case, inputs, work, args.cache_type)
+            bench(run, args.counts, args.side, inputs, work)
 
 
 if __name__ == "__main__":

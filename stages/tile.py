@@ -5,7 +5,9 @@ Usage: ``python -m stages.tile <scenes_dir> <manifest.json> <tiles_dir> <tile_in
 param). Tiles of scene ``<id>`` are the members ``<id>/r..._c....tif`` of the pack
 ``<tiles_dir>/<id>.zip`` (see :mod:`satpipe.tiles.packs`); the directory appears only when all
 are written. The metrics count the tiles written; the report adds those with and without a
-reference, the skips by reason, the tile size and stride, and the same per scene.
+reference, the skips by reason, the tile size and stride, and the same per scene. A scene
+unchanged since the last run keeps its pack and entries from it: the directory is a persistent
+DVC output (see :mod:`satpipe.core.reuse`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from satpipe.core import logs
 from satpipe.core.files import atomic_dir, write_json
 from satpipe.core.params import load_params
 from satpipe.core.records import read_manifest
+from satpipe.core.reuse import Reuse
 from satpipe.tiles.run import tile_metrics, tile_scenes
 from stages import _cli, _engine
 
@@ -31,6 +34,7 @@ def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     scenes = read_manifest(args.manifest)
     start = time.perf_counter()
+    reuse = Reuse.open("tile", args.tiles_dir)
     with atomic_dir(args.tiles_dir) as tmp, _engine.engine(params.engine) as engine:
         index, report = tile_scenes(
             scenes,
@@ -40,7 +44,9 @@ def main(args: argparse.Namespace) -> None:
             params.features,
             engine,
             logs.show_progress(),
+            reuse,
         )
+    reuse.save()
     write_json(args.index, index.to_json())
     write_json(args.report, report)
     write_json(args.metrics, tile_metrics(report))

@@ -33,6 +33,7 @@ from satpipe.core.errors import (
 from satpipe.core.files import atomic_path, write_json
 from satpipe.core.params import IngestParams, SceneParams
 from satpipe.core.records import SceneRecord
+from satpipe.core.reuse import Reuse, fingerprint
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
 from satpipe.scenes import label_raster, stac, synthetic
@@ -337,14 +338,40 @@ def _ingest_task(task: _SceneTask) -> SceneRecord | tuple[str, str]:
         raise type(exc)(f"scene {sid!r}: {exc}") from exc
 
 
+def _local_inputs(item: SceneParams, root: Path) -> list[Path]:
+    """The local files a scene is read from (its GeoTIFF, labels, STAC item, AOI), if any."""
+    refs = [item.path, item.labels.path if item.labels else None]
+    if item.stac is not None:
+        refs += [item.stac.item, item.stac.aoi.geojson if item.stac.aoi else None]
+    paths = []
+    for ref in refs:
+        if ref and "://" not in str(ref):
+            path = Path(ref) if Path(ref).is_absolute() else root / ref
+            if path.is_file():
+                paths.append(path)
+    return paths
+
+
+def _files(out_dir: Path, sid: str) -> list[str]:
+    """The files ingest wrote for scene ``sid`` in ``out_dir``."""
+    names = [f"{sid}{suffix}" for suffix in (".tif", ".json", ".preview.tif", ".labels.tif")]
+    return [n for n in names if (out_dir / n).is_file()]
+
+
 def ingest_scenes(
-    params: IngestParams, out_dir: Path, root: Path, engine: Engine | None = None
+    params: IngestParams,
+    out_dir: Path,
+    root: Path,
+    engine: Engine | None = None,
+    reuse: Reuse | None = None,
 ) -> tuple[list[SceneRecord], dict[str, Any]]:
     """Ingest every scene of ``params`` into ``out_dir`` as ``<id>.tif`` and ``<id>.json``.
 
     Scenes are validated in parallel on ``engine`` (one task per scene). Without
     ``ingest.skip_invalid`` the first invalid scene, in list order, fails with its id named;
-    with it, each invalid scene is left out and listed in the report with its reason.
+    with it, each invalid scene is left out and listed in the report with its reason. With
+    ``reuse``, a scene whose params and local input files are unchanged since the previous run
+    is taken from it (:mod:`satpipe.core.reuse`).
 
     Returns:
         The metadata of every ingested scene (in list order) and the ingest report (scenes
@@ -358,17 +385,44 @@ def ingest_scenes(
         _SceneTask(item, out_dir, root, params.retries, params.timeout, params.skip_invalid, loaded)
         for item, loaded in resolve_scene_ids(params.scene_list(), root, params.timeout)
     ]
+    done: dict[int, SceneRecord] = {}
+    prints: dict[int, str] = {}
+    if reuse is not None:
+        for i, task in enumerate(tasks):
+            prints[i] = fingerprint(
+                "ingest",
+                task.item.model_dump(mode="json"),
+                _local_inputs(task.item, root),
+            )
+            kept = reuse.take(task.item.scene_id, prints[i], out_dir)
+            if kept is not None:
+                done[i] = SceneRecord.from_json(kept, f"{task.item.scene_id} (reused)")
+    todo = [i for i in range(len(tasks)) if i not in done]
     scenes, skipped = [], []
     with ExitStack() as stack:
         engine = engine or stack.enter_context(Engine(EngineSpec(workers=1)))
         # One scene gains nothing from a worker process, and starting one costs ~0.5 s.
-        results = map(_ingest_task, tasks) if len(tasks) == 1 else engine.map(_ingest_task, tasks)
-        for result in results:
+        run = [tasks[i] for i in todo]
+        computed = dict(
+            zip(
+                todo,
+                map(_ingest_task, run) if len(run) <= 1 else engine.map(_ingest_task, run),
+                strict=True,
+            )
+        )
+        for i in range(len(tasks)):
+            result = done.get(i) or computed[i]
             if isinstance(result, SceneRecord):
                 scenes.append(result)
+                if reuse is not None and i in computed:
+                    sid = tasks[i].item.scene_id
+                    files = _files(out_dir, sid)
+                    reuse.put(sid, prints[i], out_dir, files, result.to_json())
             else:
                 log.warning("skipped scene %s: %s", *result)
                 skipped.append({"id": result[0], "reason": result[1]})
+    if reuse is not None and reuse.reused:
+        log.info("reused %d of %d scenes unchanged since the last run", len(done), len(tasks))
     if not scenes:
         raise SceneError(f"no valid scene among {len(tasks)}: {skipped[0]['reason']}")
     report = {"scenes_ingested": len(scenes), "scenes_skipped": len(skipped), "skipped": skipped}

@@ -9,15 +9,20 @@ stage's DVC metrics file holds the report's headline (:func:`tile_metrics`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from satpipe.core.params import FeaturesParams, TileParams
-from satpipe.core.records import SceneRecord, TileIndex
+from satpipe.core.records import SceneRecord, TileEntry, TileIndex
+from satpipe.core.reuse import Reuse, fingerprint
 from satpipe.engines.engine import Engine
 from satpipe.tiles.features import FeatureSpec
 from satpipe.tiles.index import build_index
+from satpipe.tiles.packs import pack_name
 from satpipe.tiles.tiling import TilingParams, cut_scenes
+
+log = logging.getLogger(__name__)
 
 
 def tiling_params(tp: TileParams, fp: FeaturesParams) -> TilingParams:
@@ -42,8 +47,12 @@ def tile_scenes(
     fp: FeaturesParams,
     engine: Engine | None = None,
     progress: bool = False,
+    reuse: Reuse | None = None,
 ) -> tuple[TileIndex, dict[str, Any]]:
     """Tile every scene of an ingest manifest into its pack ``out_dir/<id>.zip``.
+
+    With ``reuse``, a scene whose files and metadata are unchanged since the previous run (with
+    the same params and code) keeps its pack and index entries from it (:mod:`satpipe.core.reuse`).
 
     Args:
         scenes: the ingest manifest's scenes (their metadata), in order.
@@ -53,6 +62,7 @@ def tile_scenes(
         fp: the ``features`` params.
         engine: where the work runs (default: inline).
         progress: show a progress bar on stderr.
+        reuse: the reuse record of ``out_dir``'s previous run, if any.
 
     Returns:
         The tile index and the tiling report (tiles written, with and without a reference,
@@ -63,7 +73,36 @@ def tile_scenes(
     """
     tiling = tiling_params(tp, fp)
     inputs = [(scenes_dir / f"{m.id}.tif", m, m.id) for m in scenes]
-    results = cut_scenes(inputs, out_dir, tiling, engine, progress)
+    done: dict[int, tuple[list[TileEntry], dict[str, int]]] = {}
+    prints: dict[int, str] = {}
+    if reuse is not None:
+        settings = {"tile": tp.model_dump(mode="json"), "features": fp.model_dump(mode="json")}
+        for i, (path, meta, sid) in enumerate(inputs):
+            files = [path] + ([scenes_dir / meta.labels["file"]] if meta.labels else [])
+            prints[i] = fingerprint("tile", {**settings, "scene": meta.to_json()}, files)
+            kept = reuse.take(sid, prints[i], out_dir)
+            if kept is not None:
+                entries = [TileEntry.from_json(e, f"{sid} (reused)") for e in kept["entries"]]
+                done[i] = (entries, kept["skipped"])
+    todo = [i for i in range(len(inputs)) if i not in done]
+    computed = dict(
+        zip(
+            todo,
+            cut_scenes([inputs[i] for i in todo], out_dir, tiling, engine, progress),
+            strict=True,
+        )
+    )
+    if reuse is not None:
+        for i, (scene_entries, skips) in computed.items():
+            result = {"entries": [e.to_json() for e in scene_entries], "skipped": dict(skips)}
+            reuse.put(inputs[i][2], prints[i], out_dir, [pack_name(inputs[i][2])], result)
+    if done:
+        log.info(
+            "reused the tiles of %d of %d scenes unchanged since the last run",
+            len(done),
+            len(inputs),
+        )
+    results = [done.get(i) or computed[i] for i in range(len(inputs))]
     entries = [e for scene_entries, _ in results for e in scene_entries]
     skipped = [skips for _, skips in results]
     record = {
