@@ -13,20 +13,21 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install --yes --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/*
-COPY requirements.txt /tmp/requirements.txt
+# container/requirements.txt: the service's packages without the test, lint and type-check tooling,
+# each pinned at requirements.txt's version with its hashes (`make lock`, from
+# container/requirements.in). pip installs exactly those files and resolves nothing.
+COPY container/requirements.txt /tmp/requirements.txt
 # No compiler in the image: every pin with compiled code has a wheel (a pure-Python sdist, e.g.
-# antlr4-python3-runtime, builds without one). pytest, pytest-xdist, selenium, schemathesis,
-# ruff, import-linter, mypy and its stub packages are the test, lint and type-check tooling, not
-# the service's (a new such pin lands in the image until it is named here).
+# antlr4-python3-runtime, builds without one).
 # The optional secret `ca_bundle` is a CA bundle for pip behind a TLS-intercepting
 # proxy (`--secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt`); a secret is mounted
 # for this command only and never stored in a layer.
 RUN --mount=type=secret,id=ca_bundle \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
- && grep -vE '^(pytest|pytest-xdist|selenium|ruff|schemathesis|import-linter|mypy|types-[A-Za-z]+|scipy-stubs)==' /tmp/requirements.txt > /tmp/service-requirements.txt \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \
-        -r /tmp/service-requirements.txt \
+        --require-hashes --no-deps -r /tmp/requirements.txt \
+ && /opt/venv/bin/python -m pip check --disable-pip-version-check >/dev/null \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip
 
 FROM debian:bookworm-slim

@@ -6,9 +6,14 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: install pipeline test lint serve
 
+# requirements.txt is a lock (see requirements.in and `make lock`): every package with its hashes,
+# so pip installs exactly those files and resolves nothing (--no-deps); pip check proves the
+# lock's tree complete.
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		--require-hashes --no-deps -r requirements.txt
+	$(BIN)/python -m pip check --disable-pip-version-check >/dev/null
 	touch $@
 
 install: $(VENV)/.installed
@@ -24,7 +29,7 @@ lint: install
 
 # pytest-xdist: one worker per core; --dist loadfile keeps a module's tests (and its module-scoped
 # pipeline fixture) on one worker.
-test: lint airflow browser
+test: lock-check lint airflow browser
 	python -m pytest -n auto --dist loadfile
 
 serve: install
@@ -55,10 +60,58 @@ AIRFLOW_VENV ?= orchestration/.venv
 $(AIRFLOW_VENV)/.installed: orchestration/requirements.txt
 	python3 -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-		-r orchestration/requirements.txt
+		--require-hashes --no-deps -r orchestration/requirements.txt
+	$(AIRFLOW_VENV)/bin/python -m pip check --disable-pip-version-check >/dev/null
 	touch $@
 
 airflow: $(AIRFLOW_VENV)/.installed
+
+# The locks, each made from its input by uv (pinned in requirements.in; installs need only pip):
+# requirements.txt from requirements.in, orchestration/requirements.txt from
+# orchestration/requirements.in, and container/requirements.txt, the image's, from
+# container/requirements.in with requirements.txt as its constraints (the same versions). Every
+# package of the tree is pinned, with the sha256 of each of its files on the index. For CPython 3.11
+# on x86_64 Linux with glibc 2.36 (Debian bookworm: this machine, CI and the image). `make lock`
+# keeps the pins that still fit their input (uv prefers the output file's own); `make
+# lock-upgrade` (or UPGRADE=1) moves the others to the newest that fit.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_36 --custom-compile-command 'make lock'
+.PHONY: lock lock-upgrade lock-check
+
+lock: install
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) requirements.in -o requirements.txt
+	$(UV_COMPILE) $(if $(UPGRADE),--upgrade) orchestration/requirements.in \
+		-o orchestration/requirements.txt
+	$(UV_COMPILE) container/requirements.in -c requirements.txt -o container/requirements.txt
+
+lock-upgrade:
+	$(MAKE) lock UPGRADE=1
+
+# Fails, naming the lock, when a lock is not what `make lock` makes of its input now: each input is
+# compiled again with its lock as the preferred pins, and the result must be the same, pins and
+# `# via` lines, less the hash lines (an index may add a file to a release). New releases upstream
+# change nothing here. Then every pin of the image's lock must be one of requirements.txt's.
+LOCK_PINS = sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ ;\\]*\).*/\1/p'
+define lock_check
+cp $(2) $$tmp/lock.txt && \
+if ! $(UV_COMPILE) $(3) $(1) -o $$tmp/lock.txt >/dev/null 2>$$tmp/err; then \
+	cat $$tmp/err >&2; echo "lock-check: $(2): uv pip compile $(1) failed" >&2; exit 1; fi && \
+grep -v -e '--hash=' $(2) >$$tmp/have; grep -v -e '--hash=' $$tmp/lock.txt >$$tmp/want; \
+if ! cmp -s $$tmp/have $$tmp/want; then \
+	diff $$tmp/have $$tmp/want | sed -n -e 's/^< /  lock:  /p' -e 's/^> /  input: /p' >&2; \
+	echo "lock-check: $(2) does not match $(1): run make lock" >&2; exit 1; fi
+endef
+
+lock-check: install
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(call lock_check,requirements.in,requirements.txt) && \
+	$(call lock_check,orchestration/requirements.in,orchestration/requirements.txt) && \
+	$(call lock_check,container/requirements.in,container/requirements.txt,-c requirements.txt) && \
+	$(LOCK_PINS) requirements.txt | sort >$$tmp/main && \
+	$(LOCK_PINS) container/requirements.txt | sort | comm -23 - $$tmp/main >$$tmp/extra && \
+	if [ -s $$tmp/extra ]; then sed 's/^/  /' $$tmp/extra >&2; \
+		echo "lock-check: container/requirements.txt pins what requirements.txt does not: run make lock" >&2; \
+		exit 1; fi
 
 # Builds the service image (Dockerfile) and checks it serves a pipeline run; as root, it
 # installs podman, buildah and debootstrap if missing. See README, "Container image".
