@@ -23,14 +23,17 @@ intercept the fixed cost. Also: the median of five no-op ``dvc repro`` and ``dvc
 larger workload, and the interpreter start-up and imports of every stage (``python -c "import
 stages.<name>"``, summed).
 
-Targets (issue 23): marginal slope <= 1.3x the floor's; fixed cost <= 6 s; no-op dvc repro
-median <= 1.0 s.
+``--incremental N``: instead, a cold run of N scenes, then scene N + 1 added to ``ingest.scenes``
+and ``dvc repro`` timed, against a cold one-scene run; with the no-op ``dvc repro`` and ``dvc
+status`` at N + 1 scenes (e.g. ``--incremental 99 --side 512`` for status at 100 scenes).
+
+Targets (issue 23): adding one scene to ten at most 1.3x a one-scene run; marginal slope
+<= 1.3x the floor's; fixed cost <= 6 s; no-op dvc repro median <= 1.0 s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -192,7 +195,9 @@ def bench(run: str, counts: list[int], side: int, inputs: Path, work: Path) -> N
         )
     noops = sorted(timed([*dvc, "repro", "--quiet"], repo) for _ in range(5))
     statuses = sorted(timed([*dvc, "status", "--quiet"], repo) for _ in range(5))
-    startup = {name: timed([sys.executable, "-c", f"import stages.{name}"], repo) for name in STAGES}
+    startup = {
+        name: timed([sys.executable, "-c", f"import stages.{name}"], repo) for name in STAGES
+    }
     slope, fixed = fit([float(c) for c in counts], walls)
     fslope, ffixed = fit([float(c) for c in counts], floors)
     lock_lines = len((repo / "dvc.lock").read_text().splitlines())
@@ -200,7 +205,9 @@ def bench(run: str, counts: list[int], side: int, inputs: Path, work: Path) -> N
     print(f"{'':<40}{'dvc repro':>11}{'floor':>9}{'ratio':>8}")
     for count, wall, fl in zip(counts, walls, floors, strict=True):
         print(f"{f'{count} scene(s), s':<40}{wall:>11.2f}{fl:>9.2f}{wall / fl:>8.2f}")
-    print(f"{f'marginal, s per {side}^2 scene':<40}{slope:>11.2f}{fslope:>9.2f}{slope / fslope:>8.2f}")
+    print(
+        f"{f'marginal, s per {side}^2 scene':<40}{slope:>11.2f}{fslope:>9.2f}{slope / fslope:>8.2f}"
+    )
     print(f"{'fixed (intercept), s':<40}{fixed:>11.2f}{ffixed:>9.2f}")
     print(
         f"no-op dvc repro median {noops[2]:.2f} s ({noops[0]:.2f}-{noops[-1]:.2f}), no-op dvc "
@@ -217,6 +224,40 @@ def bench(run: str, counts: list[int], side: int, inputs: Path, work: Path) -> N
     )
 
 
+def incremental(run: str, count: int, side: int, inputs: Path, work: Path) -> None:
+    """Add one scene to ``count`` and time ``dvc repro``, against a cold one-scene run."""
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    paths = scenes(inputs, count + 1, side)
+    one = clone(work, paths[:1], run, f"{run}-one")
+    t_one, _, _ = measured([*dvc, "repro", "--quiet"], one)
+    repo = clone(work, paths[:count], run, f"{run}-{count}")
+    t_cold, _, _ = measured([*dvc, "repro", "--quiet"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    added = clone(work, paths, run, "added-params")
+    params["ingest"]["scenes"] = yaml.safe_load((added / "params.yaml").read_text())["ingest"][
+        "scenes"
+    ]
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log: list[str] = []
+    t_add, _, _ = measured([*dvc, "repro"], repo, log)
+    reused = [line.split("INFO ")[-1] for line in "".join(log).splitlines() if "reused" in line]
+    noops = sorted(timed([*dvc, "repro", "--quiet"], repo) for _ in range(5))
+    statuses = sorted(timed([*dvc, "status", "--quiet"], repo) for _ in range(5))
+    print(f"\n{run} run, scenes of {side}^2: one scene added to {count}")
+    print(f"  cold dvc repro, 1 scene: {t_one:.2f} s; {count} scenes: {t_cold:.2f} s")
+    print(
+        f"  dvc repro after adding scene {count + 1}: {t_add:.2f} s = {t_add / t_one:.2f}x the "
+        f"one-scene run (target <= 1.3x)"
+    )
+    for line in reused:
+        print(f"    {line.strip()}")
+    print(
+        f"  at {count + 1} scenes: no-op dvc repro median {noops[2]:.2f} s "
+        f"({noops[0]:.2f}-{noops[-1]:.2f}), no-op dvc status median {statuses[2]:.2f} s "
+        f"({statuses[0]:.2f}-{statuses[-1]:.2f})"
+    )
+
+
 def main() -> None:
     """Run the chosen run kinds."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -224,6 +265,12 @@ def main() -> None:
     p.add_argument("--counts", nargs=2, type=int, default=[1, 4])
     p.add_argument("--side", type=int, default=4096)
     p.add_argument("--keep", help="work in this directory and keep it")
+    p.add_argument(
+        "--incremental",
+        type=int,
+        metavar="N",
+        help="instead: add one scene to N (run kinds --runs, scenes of --side)",
+    )
     args = p.parse_args()
     os.environ.update(tool_env())  # dvc and the stages it runs use this virtualenv's python
     os.environ.pop("PYTHONPATH", None)
@@ -234,7 +281,10 @@ def main() -> None:
         for run in args.runs:
             work = base / run
             work.mkdir()
-            bench(run, args.counts, args.side, inputs, work)
+            if args.incremental:
+                incremental(run, args.incremental, args.side, inputs, work)
+            else:
+                bench(run, args.counts, args.side, inputs, work)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ fi
 [[ -x $venv/bin/dvc ]] || { echo "container-smoke: no $venv/bin/dvc: run make install" >&2; exit 1; }
 
 # 2. + 3. The base, then the image (from scratch on a fresh machine; locally from podman's
-# layer cache when requirements.txt and the code are unchanged).
+# layer cache when container/requirements.txt and the code are unchanged).
 step "base image"
 timed base bash container/base-image.sh
 step "podman build $image"
