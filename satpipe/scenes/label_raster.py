@@ -202,7 +202,7 @@ def _resample(
             window = Window(0, row_off, grid.width, rows)
             codes = read_window(vrt, window, [1], name=name)
             dst.write(codes, window=window)
-            labelled += int(np.count_nonzero(lookup.classify(codes) >= 0))
+            labelled += int(lookup.class_counts(codes, len(lookup.names)).sum())
     return {
         "dtype": dtype,
         "nodata": fill,
