@@ -22,12 +22,6 @@ from satpipe.core.errors import ModelError
 from satpipe.core.files import read_json, write_json
 from satpipe.core.records import read_index, read_predictions
 from satpipe.evaluation.evaluate import evaluate_predictions, evaluation_metrics
-from satpipe.evaluation.pixels import (
-    class_iou_rows,
-    confusion_rows,
-    evaluate_pixels,
-    pixel_metrics,
-)
 from satpipe.models import model as model_lib
 from satpipe.tiles.index import index_hash
 from stages import _cli
@@ -40,6 +34,13 @@ PIXEL_PLOTS = ("confusion_pixels.json", "class_iou.json")
 
 def _pixels(args: argparse.Namespace, plots: Path) -> None:
     """A per-pixel model: judge its class rasters per held-out pixel."""
+    from satpipe.evaluation.pixels import (  # reads rasters: a tile-label run never needs it
+        class_iou_rows,
+        confusion_rows,
+        evaluate_pixels,
+        pixel_metrics,
+    )
+
     model = model_lib.load(args.model)
     index = read_index(args.index)
     segments = Path(args.segments)

@@ -23,13 +23,10 @@ from satpipe.core import logs
 from satpipe.core.files import atomic_dir, md5_file, write_json
 from satpipe.core.params import load_params
 from satpipe.core.records import read_manifest
-from satpipe.evaluation.mask_health import scene_summary
 from satpipe.inference.malloc import release_large_buffers
-from satpipe.inference.segment import SceneSegmentation, settings_for
 from satpipe.models import model as model_lib
 from satpipe.models.kinds.base import PixelKind
-from satpipe.outputs.segmentation import SegmentWriter, provenance_tags
-from stages import _cli, _engine
+from stages import _cli
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +45,12 @@ def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {**index, "settings": None, "scenes": {}}
     with atomic_dir(args.segments_dir) as tmp:
         if model.output == "pixels":
+            # the runner, the engine and the writer: a tile-label model has nothing to segment
+            from satpipe.evaluation.mask_health import scene_summary
+            from satpipe.inference.segment import SceneSegmentation, settings_for
+            from satpipe.outputs.segmentation import SegmentWriter, provenance_tags
+            from stages import _engine
+
             kind = cast(PixelKind, model.kind)
             settings = settings_for(kind, params.segment)
             report["settings"] = {

@@ -29,7 +29,7 @@ from satpipe.core.errors import ModelError
 from satpipe.core.files import atomic_dir, read_json, write_json
 from satpipe.core.params import load_params
 from satpipe.models import model as model_lib
-from satpipe.outputs.polygons import PolygonSettings, raster_features, write_features
+from satpipe.outputs.polygons_types import PolygonSettings
 from stages import _cli
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ def main(args: argparse.Namespace) -> None:
     }
     with atomic_dir(args.polygons_dir) as tmp:
         if model.output == "pixels":
+            # shapely, pyproj, pyogrio, pyarrow and scipy: only a per-pixel model has polygons
+            from satpipe.outputs.polygons import raster_features, write_features
+
             for scene in listed["scenes"]:
                 started = time.perf_counter()
                 stream = raster_features(segments / scene["class"], model.classes, settings)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-from rasterio.crs import CRS
-from shapely.geometry import Polygon
+from typing import TYPE_CHECKING
 
 from satpipe.core.errors import SatpipeError, SceneError
+
+if TYPE_CHECKING:  # the settings are read by stages that never vectorise (a tile-label model)
+    import numpy as np
+    from rasterio.crs import CRS
+    from shapely.geometry import Polygon
 
 GEOGRAPHIC_DECIMALS = 9
 """Default decimals of coordinates in degrees (1e-9 degree is about 0.1 mm)."""

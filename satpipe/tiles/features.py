@@ -22,8 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from satpipe.core.raster import valid_mask
-
 FEATURE_NAME = "mean_intensity"
 VALID_FRACTION = "valid_fraction"
 
@@ -74,6 +72,9 @@ def _measure(
     data: np.ndarray, nodata: float | None, spec: FeatureSpec
 ) -> tuple[TileFeatures, np.ndarray]:
     """The tile's valid fraction and mean intensity, and its valid-pixel mask."""
+    # not at the top: loading a model (which reads its FeatureSpec) should not import rasterio
+    from satpipe.core.raster import valid_mask
+
     indexes = spec.indexes(data.shape[0])
     selected = data if indexes == list(range(data.shape[0])) else data[indexes]
     mask = valid_mask(selected, nodata)
