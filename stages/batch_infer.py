@@ -2,7 +2,9 @@
 
 Usage: ``python -m stages.batch_infer <model.json> <tile_index.json> <tiles_dir>
 <predictions.json> <predictions.geojson> [--run-record runs/batch_infer.json]``;
-reads ``batch_infer``. Timings go to the log and the untracked run record only.
+reads ``batch_infer``. Timings go to the log and the untracked run record only. A model that
+reads features defined as the index's (``feature`` in its header) takes them from the index
+entries; only a pixel-input model (or another feature definition) reads the tiles.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from satpipe.core.records import read_index
 from satpipe.inference.batch import check_failures, inference_tiles, run_batch, write_run_record
 from satpipe.models import model as model_lib
 from satpipe.outputs.footprints import prediction_footprints
+from satpipe.tiles.features import FeatureSpec
 from stages import _cli, _engine
 
 
@@ -39,6 +42,7 @@ def main(args: argparse.Namespace) -> None:
             params.batch_infer,
             engine,
             logs.show_progress(),
+            FeatureSpec.from_dict(dict(index.feature)),
         )
     write_run_record(args.run_record, run)
     check_failures(run, params.batch_infer, args.tiles_dir)

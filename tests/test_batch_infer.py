@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from satpipe.core.files import read_json
+from tests import onnx_models
 from tests.helpers import REPO, indexed_tile, overwrite_indexed_tile, stage
 
 
@@ -51,6 +52,24 @@ def _infer(workdir: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _use_pixel_model(workdir: Path) -> None:
+    """Retrain as an ONNX model of the tiles' pixels, which batch inference reads and checks.
+
+    (A model of the index's features takes them from the index and reads no tile.)
+    """
+    onnx_models.pixel_mean_graph(workdir / "pixel_mean.onnx", bands=4, size=32, threshold=2500.0)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["train"]["model"] = "onnx"
+    params["train"]["onnx"].update(
+        path="pixel_mean.onnx", input="pixels", classes=["dark", "bright"], batch=64
+    )
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["index.json", "model.json", "train_metrics.json", "train_report.json"]
+    result = stage("train", *args, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert read_json(workdir / "model.json")["kind"] == "onnx"
+
+
 def test_predictions_cover_every_tile(workdir: Path) -> None:
     result = _infer(workdir)
     assert result.returncode == 0, result.stderr
@@ -84,17 +103,34 @@ def test_predictions_cover_every_tile(workdir: Path) -> None:
     assert "latency" not in json.dumps(preds) and "seconds" not in json.dumps(preds)
 
 
-def test_unreadable_and_tampered_tiles_are_recorded(workdir: Path) -> None:
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["batch_infer"]["max_failed_fraction"] = 0.1
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+def _tamper_first_two(workdir: Path) -> None:
+    """Overwrite the first tile with garbage and flip the last byte of the second."""
     index = read_json(workdir / "index.json")
-    first, second = index["tiles"][0]["file"], index["tiles"][1]["file"]
     garbage = b"not a tiff at all".ljust(index["tiles"][0]["length"], b"!")
     overwrite_indexed_tile(workdir / "tiles", index["tiles"][0], garbage)
     blob = bytearray(indexed_tile(workdir / "tiles", index["tiles"][1]))
     blob[-1] ^= 0xFF
     overwrite_indexed_tile(workdir / "tiles", index["tiles"][1], bytes(blob))
+
+
+def test_a_feature_model_trusts_the_index_and_reads_no_tile(workdir: Path) -> None:
+    """The threshold model's features come from the index: tampered tiles are not read."""
+    assert _infer(workdir).returncode == 0
+    before = (workdir / "predictions.json").read_bytes()
+    _tamper_first_two(workdir)
+    result = _infer(workdir)
+    assert result.returncode == 0, result.stderr
+    assert (workdir / "predictions.json").read_bytes() == before
+
+
+def test_unreadable_and_tampered_tiles_are_recorded(workdir: Path) -> None:
+    _use_pixel_model(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["batch_infer"]["max_failed_fraction"] = 0.1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    index = read_json(workdir / "index.json")
+    first, second = index["tiles"][0]["file"], index["tiles"][1]["file"]
+    _tamper_first_two(workdir)
     result = _infer(workdir)
     assert result.returncode == 0, result.stderr
     meta = read_json(workdir / "predictions.json")["metadata"]
@@ -106,6 +142,7 @@ def test_unreadable_and_tampered_tiles_are_recorded(workdir: Path) -> None:
 
 
 def test_too_many_failures_fail_the_stage_cleanly(workdir: Path) -> None:
+    _use_pixel_model(workdir)
     index = read_json(workdir / "index.json")
     with open(workdir / "tiles" / index["tiles"][-3]["pack"], "r+b") as pack:
         pack.truncate(index["tiles"][-3]["offset"] + 7)  # the last three tiles cut off

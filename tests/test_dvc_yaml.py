@@ -70,9 +70,9 @@ def code_closure(script: Path) -> set[str]:
 
 
 def code_deps(script: Path) -> set[str]:
-    """The code deps a stage declares: its ``stages/`` modules, and each ``satpipe`` subpackage
-    (a directory) holding a module it imports.
+    """The code deps a stage declares: its ``stages/`` modules and ``satpipe`` subpackages.
 
+    A subpackage (a directory) is declared when the stage imports one of its modules.
     Subpackages rather than modules keep ``dvc.lock`` short (DVC rewrites the whole lock after
     every stage, so its length is paid once per stage run); a change anywhere in a subpackage the
     stage uses reruns it.

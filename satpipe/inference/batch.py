@@ -6,6 +6,12 @@ predictions document's ``metadata``: a run key (a hash of the model md5, the til
 params), the model, the counts, every failed tile with its reason, and monitoring statistics.
 Timings never enter tracked files: they go to the log and to an untracked run record. The tile
 footprints (GeoJSON in EPSG:4326) are :mod:`satpipe.outputs.footprints`'.
+
+Given the index's feature definition, a run trusts the tile index for a model that reads
+features defined as the index's: their values come from the index entries, and those tiles are
+neither read nor checked against their sha256 (DVC records the hash of ``data/tiles``, an output of
+the ``tile`` stage like the index, and the REST service verifies every tile it serves; see
+:mod:`satpipe.inference.predict`). The predictions document is the same either way.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from satpipe.core.records import PredictionSet, TileEntry, TileIndex
 from satpipe.engines.engine import Engine
 from satpipe.inference.predict import batch_predict, monitoring
 from satpipe.models.model import Model
+from satpipe.tiles.features import FeatureSpec
 from satpipe.tiles.index import is_inference_tile
 
 log = logging.getLogger(__name__)
@@ -64,15 +71,18 @@ def run_batch(
     bp: BatchInferParams,
     engine: Engine | None = None,
     progress: bool = False,
+    index_spec: FeatureSpec | None = None,
 ) -> BatchRun:
     """Classify ``tiles`` and describe the run (see the module docstring).
+
+    ``index_spec`` is the tile index's feature definition (None: unknown, every tile is read).
 
     Raises:
         InferenceError: more tiles failed than ``batch_infer.max_failed_fraction`` allows.
     """
     start = time.perf_counter()
     records, failures, latencies = batch_predict(
-        tiles, tiles_dir, model, engine=engine, progress=progress
+        tiles, tiles_dir, model, engine=engine, progress=progress, index_spec=index_spec
     )
     elapsed = time.perf_counter() - start
     metadata = {

@@ -2,9 +2,31 @@
 
 :func:`predict_raster` is the single code path from pixels to a prediction; batch inference and
 the REST service both call it (through :func:`predict_file` for tiles on disk). Batch inference
-reads every tile of the index once (checking its sha256 against the index on the same bytes),
-records a tile that cannot be read instead of stopping, and fails only when the failed fraction
-exceeds the allowed one.
+reads every tile whose pixels it needs once (checking its sha256 against the index on the same
+bytes), records a tile that cannot be read instead of stopping, and fails only when the failed
+fraction exceeds the allowed one.
+
+A model that reads features, not pixels, needs no tile decoded in batch inference: the tile stage
+already measured every feature of every tile with :func:`~satpipe.tiles.features.tile_measurements`
+and stored them in the index entry. When the model's :class:`~satpipe.tiles.features.FeatureSpec`
+equals the index's and the entry holds every feature the model reports, :func:`entry_input` builds
+the tile's :class:`ModelInput` from the entry instead of :func:`model_input` from its pixels; both
+go through :func:`predict_inputs`, and the records are the same bit for bit, because
+
+- ``tile_measurements`` computes each named feature on its own (the valid mask depends only on the
+  spec and the nodata value; a band's statistics only on that band and the mask), so the subset a
+  model asks for has the values of the full vector the index holds;
+- a tile carries the scene nodata value the tile stage measured it with (``tile_profile``) and
+  its pixels losslessly, so decoding it gives the same array and the same nodata;
+- JSON keeps every float exactly (shortest round-trip repr), and the non-finite ones as strings
+  that ``float`` reads back.
+
+Batch inference then trusts the index for such a model and does not read those tiles, nor check
+their sha256: ``data/tiles`` and ``data/tile_index.json`` are outputs of the same ``tile`` stage,
+whose hashes DVC records in ``dvc.lock`` (``dvc status`` and ``dvc repro`` see a changed tile),
+and the REST service still reads and verifies every tile it serves. A pixel-input model, a
+feature spec other than the index's, or an entry without a reported feature: the tile is read,
+checked and decoded as before.
 """
 
 from __future__ import annotations
@@ -34,7 +56,7 @@ from satpipe.core.records import TileEntry, TileFailure, TilePrediction, by_scen
 from satpipe.engines.engine import Engine
 from satpipe.engines.spec import EngineSpec
 from satpipe.models.model import Model
-from satpipe.tiles.features import tile_measurements
+from satpipe.tiles.features import FeatureSpec, tile_measurements
 from satpipe.tiles.packs import MemberSignature, read_member, vsi_path
 
 log = logging.getLogger(__name__)
@@ -83,8 +105,36 @@ def model_input(raster: Raster, model: Model, name: str) -> ModelInput:
         if model.kind.output == "pixels":  # a per-pixel kind ignores invalid pixels: NaN marks them
             x[:, ~valid_mask(raster.data, raster.nodata)] = np.nan
     else:
-        x = np.array([features[n] for n in model.kind.feature_names], dtype=np.float64)
+        x = _feature_row(features, model)
     return ModelInput(features, basic.valid_fraction, x)
+
+
+def _feature_row(features: dict[str, float], model: Model) -> np.ndarray:
+    """The model's input row: the features it reads, in its kind's order."""
+    return np.array([features[n] for n in model.kind.feature_names], dtype=np.float64)
+
+
+def reads_index_features(model: Model, index_spec: FeatureSpec | None) -> bool:
+    """True when ``model`` reads features defined as the index's (``index_spec``; None: unknown).
+
+    Then the features the tile stage stored in an index entry are those :func:`model_input`
+    would compute from the tile's pixels (see the module docstring).
+    """
+    return model.input == "features" and model.feature_spec == index_spec
+
+
+def entry_input(entry: TileEntry, model: Model) -> ModelInput | None:
+    """What ``model`` reads from a tile, taken from its index entry; None if a feature is missing.
+
+    Only for a model for which :func:`reads_index_features` holds: the entry's features were
+    measured with the model's definition, so this equals :func:`model_input` of the tile's pixels.
+    """
+    stored = entry.features
+    if any(n not in stored for n in model.reported_features):
+        return None
+    # float(): a non-finite feature is stored as a string ("NaN", "Infinity"); float reads it back.
+    features = {n: float(stored[n]) for n in model.reported_features}
+    return ModelInput(features, float(entry.valid_fraction), _feature_row(features, model))
 
 
 def predict_inputs(inputs: list[ModelInput], model: Model) -> list[Prediction]:
@@ -233,23 +283,31 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 
 def predict_tiles(
-    tiles_dir: Path, model: Model, tiles: Sequence[TileEntry]
+    tiles_dir: Path,
+    model: Model,
+    tiles: Sequence[TileEntry],
+    index_spec: FeatureSpec | None = None,
 ) -> list[tuple[TilePrediction | TileFailure, float]]:
     """Classify a chunk of tile-index entries; one ``(record, latency)`` per tile, in order.
 
-    Every tile is read, checked and measured first; then the model classifies the whole chunk in
-    one call (per input shape), so batched kinds (an ONNX graph) see many tiles per run. A tile
-    that cannot be classified gives ``(TileFailure, 0.0)`` instead of raising. Each tile's
-    latency is its own reading time plus its share of the model call. Module-level so that it
-    can run in a worker process or on a Dask worker.
+    Every tile's input is prepared first: from its index entry when the model reads the index's
+    features (``index_spec``, the index's feature definition; see :func:`reads_index_features`
+    and :func:`entry_input`), else by reading, checking and measuring the tile. Then the model
+    classifies the whole chunk in one call (per input shape), so batched kinds (an ONNX graph)
+    see many tiles per run. A tile that cannot be classified gives ``(TileFailure, 0.0)``
+    instead of raising. Each tile's latency is its own preparation time plus its share of the
+    model call. Module-level so that it can run in a worker process or on a Dask worker.
     """
+    from_index = reads_index_features(model, index_spec)
     out: list[tuple[TilePrediction | TileFailure, float] | None] = []
     ready: list[tuple[int, TileEntry, ModelInput, float]] = []
     for tile in tiles:
         start = time.perf_counter()
         source = TileSource.of_entry(tiles_dir, tile)
         try:
-            item = model_input(read_tile(source, tile.sha256), model, source.name)
+            item = entry_input(tile, model) if from_index else None
+            if item is None:
+                item = model_input(read_tile(source, tile.sha256), model, source.name)
         except (SatpipeError, OSError) as exc:
             failure = TileFailure(id=tile.id, scene=tile.scene, path=tile.file, error=str(exc))
             out.append((failure, 0.0))
@@ -282,6 +340,7 @@ def batch_predict(
     engine: Engine | None = None,
     progress: bool = False,
     chunk: int = 64,
+    index_spec: FeatureSpec | None = None,
 ) -> tuple[list[TilePrediction], list[TileFailure], list[float]]:
     """Classify every tile of ``tiles``, ``chunk`` tiles per engine task.
 
@@ -292,6 +351,9 @@ def batch_predict(
         engine: where chunks run (default: inline, in this process).
         progress: show a progress bar on stderr.
         chunk: tiles per task.
+        index_spec: the index's feature definition (its header's ``feature``); when it is the
+            model's and the model reads features, the tiles' features come from their entries
+            instead of their pixels (see :func:`predict_tiles`). None: every tile is read.
 
     Returns:
         Per-tile predictions (input order), failures, and per-tile latencies (s).
@@ -305,7 +367,9 @@ def batch_predict(
         bar = stack.enter_context(
             tqdm(total=len(tiles), unit="tile", desc="infer", disable=not progress)
         )
-        for results in engine.map(partial(predict_tiles, tiles_dir, model), chunks):
+        for results in engine.map(
+            partial(predict_tiles, tiles_dir, model, index_spec=index_spec), chunks
+        ):
             bar.update(len(results))
             for record, latency in results:
                 if isinstance(record, TileFailure):
