@@ -90,7 +90,10 @@ def run(cmd: list[str], cwd: Path, log: list[str] | None = None) -> tuple[float,
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    # stderr to a file, not a pipe: a pipe read only at the end fills up (64 KiB) and blocks
+    # a chatty command (dvc repro over a hundred scenes) for good.
+    err = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stderr=err, text=True)
     root = psutil.Process(proc.pid)
     peak_total = peak_one = 0
     while proc.poll() is None:
@@ -103,7 +106,9 @@ def run(cmd: list[str], cwd: Path, log: list[str] | None = None) -> tuple[float,
         peak_total, peak_one = max(peak_total, sum(pss)), max([peak_one, *rss])
         time.sleep(0.025)
     elapsed = time.perf_counter() - start
-    stderr = proc.stderr.read() if proc.stderr else ""
+    err.seek(0)
+    stderr = err.read()
+    err.close()
     if proc.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{stderr}")
     if log is not None:

@@ -122,10 +122,14 @@ def scenes(inputs: Path, count: int, side: int) -> list[Path]:
     return paths
 
 
+REV = "HEAD"  # the revision cloned (--rev)
+
+
 def clone(work: Path, paths: list[Path], run: str, name: str) -> Path:
-    """A fresh clone of this repository's HEAD with params for ``paths`` and run kind ``run``."""
+    """A fresh clone of this repository at ``REV`` with params for ``paths`` and run ``run``."""
     repo = work / name
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True, env=tool_env())
+    subprocess.run(["git", "checkout", "--quiet", REV], cwd=repo, check=True, env=tool_env())
     params = yaml.safe_load((repo / "params.yaml").read_text())
     items = []
     for p in paths:
@@ -239,7 +243,7 @@ def incremental(run: str, count: int, side: int, inputs: Path, work: Path) -> No
     ]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log: list[str] = []
-    t_add, _, _ = measured([*dvc, "repro"], repo, log)
+    t_add, _, _ = measured([*dvc, "repro", "--quiet"], repo, log)
     reused = [line.split("INFO ")[-1] for line in "".join(log).splitlines() if "reused" in line]
     noops = sorted(timed([*dvc, "repro", "--quiet"], repo) for _ in range(5))
     statuses = sorted(timed([*dvc, "status", "--quiet"], repo) for _ in range(5))
@@ -271,7 +275,10 @@ def main() -> None:
         metavar="N",
         help="instead: add one scene to N (run kinds --runs, scenes of --side)",
     )
+    p.add_argument("--rev", default="HEAD", help="the revision to clone (e.g. an older commit)")
     args = p.parse_args()
+    global REV
+    REV = args.rev
     os.environ.update(tool_env())  # dvc and the stages it runs use this virtualenv's python
     os.environ.pop("PYTHONPATH", None)
     with tempfile.TemporaryDirectory(prefix="repro-bench-") as tmp:
