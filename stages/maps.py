@@ -8,7 +8,9 @@ classified tiles outlined). For a per-pixel model (``--segments``: the segment s
 also ``<quicklook_dir>/<id>.classes.png`` (the class raster in the classes' colours) and, for a
 scene with labels, ``<id>.errors.png`` (held-out pixels: correct, false positive, false negative
 of the first class, other mistakes).
-Each directory appears only when all its files are written.
+Each directory appears only when all its files are written. A scene's quick-look whose inputs
+are unchanged since the last run is kept from it (the directory is a persistent DVC output; see
+:mod:`satpipe.core.reuse`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import cast
 
 from satpipe.core.files import atomic_dir, read_json
 from satpipe.core.records import TileIndex, read_index, read_predictions
+from satpipe.core.reuse import Reuse
 from satpipe.evaluation.held_out import held_out_pixels
 from satpipe.models import model as model_lib
 from satpipe.models.kinds.base import PixelKind
@@ -59,12 +62,14 @@ def main(args: argparse.Namespace) -> None:
     model = model_lib.load(args.model)
     index = read_index(args.index)
     predictions = read_predictions(args.predictions)
+    reuse = Reuse.open("quicklook", args.quicklook_dir)
     with atomic_dir(args.maps_dir) as maps_tmp, atomic_dir(args.quicklook_dir) as look_tmp:
         summaries = render_maps(
-            Path(args.scenes_dir), index, predictions, model, maps_tmp, look_tmp
+            Path(args.scenes_dir), index, predictions, model, maps_tmp, look_tmp, reuse
         )
         if model.output == "pixels" and args.segments is not None:
             _mask_pictures(args, model, index, look_tmp)
+    reuse.save()
     for sid, summary in summaries.items():
         log.info("maps of %s: %s", sid, summary)
 

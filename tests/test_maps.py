@@ -23,8 +23,10 @@ from rasterio.windows import Window, bounds
 
 from satpipe.core import classes as class_lib
 from satpipe.core.errors import ModelError, SceneError, TilingError
+from satpipe.core.files import atomic_dir
 from satpipe.core.raster import open_scene
 from satpipe.core.records import SceneRecord, TilePrediction
+from satpipe.core.reuse import Reuse
 from satpipe.outputs import cog, maps, quicklook
 from satpipe.tiles.grid import axis_offsets, tile_id
 from tests.records import scene_record, window_prediction
@@ -558,3 +560,43 @@ def test_write_scene_maps_is_byte_identical(
     assert (tmp_path / "a" / "maps" / "s1.classes.tif").read_bytes() == before
     with open_scene(tmp_path / "a" / "quicklook" / "s1.png") as src:
         assert (src.height, src.width) == (389, 500)
+
+
+def test_an_unchanged_quicklook_is_kept_and_a_changed_one_drawn_again(
+    make_raster: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Quick-look reuse (satpipe.core.reuse): kept while its inputs hold, same bytes either way."""
+    width, height, size = 301, 263, 64
+    preview = make_preview(make_raster, (height, width), 2, count=4, nodata=0)
+    records = pattern_records(tile_windows(width, height, size, size, True), size)
+    references = {rec.id: None for rec in records}
+    record = tmp_path / "record.json"
+
+    def draw(run: str, recs: list, reuse_on: bool = True) -> tuple[dict, Reuse | None]:
+        look = tmp_path / "quicklook"
+        reuse = Reuse.open("quicklook", look, record) if reuse_on else None
+        with atomic_dir(look) as tmp:
+            summary = maps.write_scene_maps(
+                tmp_path / run, tmp, "s1", scene_meta(width, height, 0), preview, recs,
+                references, Grid(size, size), CLASSES, reuse=reuse,
+            )  # fmt: skip
+        if reuse is not None:
+            reuse.save()
+        return summary, reuse
+
+    first, _ = draw("a", records)
+    png = (tmp_path / "quicklook" / "s1.png").read_bytes()
+    again, reuse = draw("b", records)
+    assert reuse is not None and reuse.reused == ["s1"] and again == first
+    assert (tmp_path / "quicklook" / "s1.png").read_bytes() == png
+    flipped = [
+        dataclasses.replace(
+            records[0], prediction=CLASSES[1 - CLASSES.index(records[0].prediction)]
+        )
+    ]
+    _, reuse = draw("c", flipped + records[1:])
+    assert reuse is not None and reuse.reused == []
+    changed = (tmp_path / "quicklook" / "s1.png").read_bytes()
+    assert changed != png
+    draw("d", flipped + records[1:], reuse_on=False)
+    assert (tmp_path / "quicklook" / "s1.png").read_bytes() == changed  # as drawn from scratch

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,6 +60,7 @@ from satpipe.core.records import (
     TileWindow,
     by_scene,
 )
+from satpipe.core.reuse import Reuse, fingerprint
 from satpipe.models.model import Model
 from satpipe.outputs.cog import write_class_cog, write_score_cog
 from satpipe.outputs.quicklook import encode_png, quicklook
@@ -204,8 +205,14 @@ def write_scene_maps(
     tiling: Tiling,
     classes: Sequence[str],
     colours: Sequence[tuple[int, int, int]] | None = None,
+    reuse: Reuse | None = None,
 ) -> dict[str, Any]:
     """Write a scene's class map, score map and quick-look.
+
+    With ``reuse``, a quick-look whose inputs (the preview file, the scene, each tile's window,
+    prediction and reference, the classes and colours) are unchanged since the last run is kept
+    from it (:mod:`satpipe.core.reuse`): drawing and compressing it is most of a scene's cost
+    here, and adding a scene to an archive changes few other scenes' predictions.
 
     Files: ``<maps>/<id>.classes.tif`` and its ``.aux.xml`` (category names),
     ``<maps>/<id>.scores.tif`` and ``<quicklook>/<id>.png``.
@@ -221,6 +228,7 @@ def write_scene_maps(
         tiling: the tile ``size`` and ``stride`` the scene was cut with.
         classes: the model's classes, in order.
         colours: their display colours (None: :func:`satpipe.core.classes.class_colour`).
+        reuse: the reuse record of the quick-look directory's previous run, if any.
 
     Returns:
         A summary for the log: file names, map shape, quick-look shape, bands and stretch.
@@ -241,16 +249,37 @@ def write_scene_maps(
         classes_tif, class_map(grid, records, classes), grid, crs, classes, colours
     )
     write_score_cog(scores_tif, score_map(grid, records), grid, crs)
-    look = quicklook(
-        preview_path,
-        records,
-        transform,
-        classes,
-        references,
-        nodata=scene_meta.nodata_value,
-        colours=colours,
-    )
-    write_bytes_atomic(png, encode_png(look.rgb))
+    drawn = None
+    if reuse is not None:
+        drawing = {
+            "scene": scene_meta.to_json(),
+            "tiles": [
+                [r.id, *astuple(r.window), r.prediction, references.get(r.id)] for r in records
+            ],
+            "classes": list(classes),
+            "colours": None if colours is None else [list(c) for c in colours],
+        }
+        fp = fingerprint("quicklook", drawing, [Path(preview_path)])
+        drawn = reuse.take(scene_id, fp, ql_dir)
+    if drawn is None:
+        look = quicklook(
+            preview_path,
+            records,
+            transform,
+            classes,
+            references,
+            nodata=scene_meta.nodata_value,
+            colours=colours,
+        )
+        write_bytes_atomic(png, encode_png(look.rgb))
+        drawn = {
+            "quicklook_shape": list(look.rgb.shape[:2]),
+            "quicklook_factor": look.factor,
+            "bands": list(look.bands),
+            "stretch": [list(limits) for limits in look.stretch],
+        }
+        if reuse is not None:
+            reuse.put(scene_id, fp, ql_dir, [png.name], drawn)
     summary = {
         "classes": classes_tif.name,
         "category_names": written[1].name,
@@ -258,10 +287,7 @@ def write_scene_maps(
         "quicklook": png.name,
         "map_shape": [grid.height, grid.width],
         "tiles": len(records),
-        "quicklook_shape": list(look.rgb.shape[:2]),
-        "quicklook_factor": look.factor,
-        "bands": list(look.bands),
-        "stretch": [list(limits) for limits in look.stretch],
+        **drawn,
     }
     log.info(
         "scene %s: %dx%d map of %d tiles, quick-look %dx%d (bands %s)",
@@ -269,9 +295,9 @@ def write_scene_maps(
         grid.width,
         grid.height,
         len(records),
-        look.rgb.shape[1],
-        look.rgb.shape[0],
-        look.bands,
+        drawn["quicklook_shape"][1],
+        drawn["quicklook_shape"][0],
+        tuple(drawn["bands"]),
     )
     return summary
 
@@ -283,6 +309,7 @@ def render_maps(
     model: Model,
     maps_dir: Path,
     quicklook_dir: Path,
+    reuse: Reuse | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Write the maps and quick-look of every scene that has predictions.
 
@@ -296,6 +323,7 @@ def render_maps(
         model: the model that made them.
         maps_dir: directory for the COGs.
         quicklook_dir: directory for the PNGs.
+        reuse: the quick-look directory's reuse record (see :func:`write_scene_maps`).
 
     Returns:
         Each scene's summary (see :func:`write_scene_maps`), by scene id.
@@ -327,7 +355,10 @@ def render_maps(
             grid,
             model.classes,
             model.colours,
+            reuse,
         )
+    if reuse is not None and reuse.reused:
+        log.info("kept the quick-looks of %d of %d scenes", len(reuse.reused), len(summaries))
     return summaries
 
 
