@@ -4,24 +4,31 @@ Usage: ``python -m stages.batch_infer <model.json> <tile_index.json> <tiles_dir>
 <predictions.json> <predictions.geojson> [--run-record runs/batch_infer.json]``;
 reads ``batch_infer``. Timings go to the log and the untracked run record only. A model that
 reads features defined as the index's (``feature`` in its header) takes them from the index
-entries; only a pixel-input model (or another feature definition) reads the tiles.
+entries, in this process (no worker pool or Dask cluster is started for it); only a pixel-input
+model (or another feature definition) reads the tiles, on the configured engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from satpipe.core import logs
 from satpipe.core.files import md5_file, sha256_file, write_json
 from satpipe.core.params import load_params
 from satpipe.core.records import read_index
+from satpipe.engines.engine import Engine
 from satpipe.inference.batch import check_failures, inference_tiles, run_batch, write_run_record
+from satpipe.inference.predict import reads_index_features
 from satpipe.models import model as model_lib
 from satpipe.outputs.footprints import prediction_footprints
 from satpipe.tiles.features import FeatureSpec
 from stages import _cli, _engine
+
+log = logging.getLogger(__name__)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -32,7 +39,15 @@ def main(args: argparse.Namespace) -> None:
     index = read_index(args.index)
     tiles = inference_tiles(index, args.index)
     md5, index_sha = md5_file(args.model), sha256_file(args.index)
-    with _engine.engine(params.engine) as engine:
+    spec = FeatureSpec.from_dict(dict(index.feature))
+    if reads_index_features(model, spec):
+        # The features are in the index: a few array operations, not worth a worker pool (or a
+        # Dask cluster) to start.
+        log.info("%s model: features from the tile index, in this process", model.kind.name)
+        engine_context: AbstractContextManager[Engine | None] = nullcontext(None)
+    else:
+        engine_context = _engine.engine(params.engine)
+    with engine_context as engine:
         run = run_batch(
             model,
             md5,
@@ -42,7 +57,7 @@ def main(args: argparse.Namespace) -> None:
             params.batch_infer,
             engine,
             logs.show_progress(),
-            FeatureSpec.from_dict(dict(index.feature)),
+            spec,
         )
     write_run_record(args.run_record, run)
     check_failures(run, params.batch_infer, args.tiles_dir)
