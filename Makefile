@@ -28,9 +28,21 @@ lint: install
 	mypy
 
 # pytest-xdist: one worker per core; --dist loadfile keeps a module's tests (and its module-scoped
-# pipeline fixture) on one worker.
+# pipeline fixture) on one worker; --no-loadscope-reorder keeps the order tests/conftest.py sets
+# (the longest modules first, so that no worker is left alone with one at the end). `make test`
+# runs every test, with line coverage of satpipe, serve and stages (the code run in pytest's
+# processes: pyproject.toml, [tool.coverage.*]); tests/coverage_report.py then prints it per
+# subpackage and fails when one is below its floor.
+PYTEST_XDIST := -n auto --dist loadfile --no-loadscope-reorder
+.PHONY: test-fast
 test: lock-check lint airflow browser
-	python -m pytest -n auto --dist loadfile
+	python -m pytest $(PYTEST_XDIST) --cov --cov-report= --durations=10
+	python tests/coverage_report.py
+
+# The inner loop (about a minute): pytest alone on the tests not marked `slow`, none of which runs
+# the pipeline (no dvc repro); no coverage, no lock-check, no lint (`make lint`).
+test-fast: install
+	python -m pytest $(PYTEST_XDIST) -m "not slow"
 
 serve: install
 	SATPIPE_REPO=. uvicorn serve.app:create_app --factory --host 127.0.0.1 --port 8000

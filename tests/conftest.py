@@ -5,6 +5,12 @@
 property (dtype, nodata, CRS, transform, GCPs, tags, driver, layout) can be overridden.
 ``real_dir`` is ``../shared/data/real`` next to the repository; tests that use it are skipped
 where it is absent.
+
+Two collection hooks keep the suite fast as it grows (README, "Tests"): a test that uses a
+repository built by ``dvc repro`` (:data:`DVC_REPO_FIXTURES`) is marked ``slow`` whatever its
+module says, so ``make test-fast`` never runs the pipeline; and the modules that take longest
+(:data:`LONGEST_FIRST`) are collected first, so that with ``-n auto --dist loadfile
+--no-loadscope-reorder`` the workers start on them and the short modules fill in around them.
 """
 
 from __future__ import annotations
@@ -193,3 +199,43 @@ def real_file(real_dir: Path) -> Callable[[str], Path]:
 def repo_root() -> Path:
     """The repository root (where ``satpipe`` and ``stages`` live)."""
     return REPO_ROOT
+
+
+# Fixtures whose repository is built by `dvc repro` (tests/serve_fixtures.py): a test using one,
+# directly or through another fixture, runs the pipeline, so it is `slow` (not in test-fast).
+DVC_REPO_FIXTURES = frozenset({"pipeline_repo", "segmentation_repo"})
+
+# The modules that take longest under `make test` (setup included), longest first; every other
+# module follows, in file order. xdist (loadfile, --no-loadscope-reorder) hands a worker the next
+# module when the one it runs is nearly done, so the long ones must come first or one may start
+# last and leave the other worker idle (longest-processing-time-first). Refresh from
+# `--durations` when a module's time changes much; a name no longer here is ignored.
+LONGEST_FIRST = (  # seconds of one worker's time, measured under `make test` (setup included)
+    "test_pipeline.py",  # 170: a full-size clone: dvc repro twice, experiments and a queue
+    "test_serve_contract.py",  # 120: builds both shared repositories; the schemathesis fuzz
+    "test_kinds_end_to_end.py",  # 73
+    "test_airflow_dag.py",  # 61 (where `make airflow` installed Airflow)
+    "test_segment_stage.py",  # 42
+    "test_remote.py",  # 42
+    "test_segmentation_pipeline.py",  # 40
+    "test_engine.py",  # 40
+    "test_batch_infer.py",  # 35
+    "test_multiscene.py",  # 30
+    "test_reuse.py",  # 24
+    "test_stac.py",  # 24
+    "test_map_tiles.py",  # 21
+    "test_segment.py",  # 16
+    "test_serve_paths.py",  # 14
+    "test_stage_cli.py",  # 14
+    "test_labels.py",  # 12
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests on DVC-built repositories ``slow``; put the longest modules first."""
+    for item in items:
+        if DVC_REPO_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept

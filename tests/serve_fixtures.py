@@ -7,6 +7,10 @@ again and commits ``v2``: the workspace is ``v2``, and ``v1`` is a revision whos
 Tests that change files get their own copy (``repo_copy``). Nothing here reads or writes the
 project's own ``data/``.
 
+Each repository is built once per test run, not once per xdist worker (:func:`shared_build`):
+the first worker to need it builds it under a file lock in the run's temporary directory, which
+all workers share, and every worker then works on a copy of its own, as if it had built it.
+
 Import what a module needs explicitly: ``from tests.serve_fixtures import pipeline_repo  # noqa``.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -31,6 +36,7 @@ import rasterio
 import yaml
 from affine import Affine
 from fastapi.testclient import TestClient
+from filelock import FileLock
 from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 
@@ -66,8 +72,35 @@ def copy_dvc_files(repo: Path) -> None:
             shutil.copy2(REPO / name, repo / name)
 
 
+def shared_build(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """``build(repo)`` once per test run, and a private copy of its ``repo`` for this process.
+
+    Under xdist, session fixtures run once per worker; the workers of one run share the parent of
+    their base temporary directories (``pytest-N``, new for each run), so the first worker to ask
+    builds there under a :class:`FileLock` and the others wait for it and copy it (seconds, not the
+    minutes of ``dvc repro``). The shared build itself is never handed out: each worker gets its
+    own copy, so what a test does to it (git's index, DVC's lock and temporary files) stays in
+    its worker, as before. A build that fails leaves no done marker: the next worker tries again.
+    Without xdist the base temporary directory is the run's own.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    shared, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)  # a failed attempt's leftovers
+            build(shared / "repo")
+            done.touch()
+    own = tmp_path_factory.mktemp(name) / "repo"
+    shutil.copytree(shared / "repo", own, symlinks=True)
+    return own
+
+
 # Each test module imports the fixture, which makes pytest register it once per module; this
-# cache makes the session-scoped build happen once per session all the same.
+# cache makes the session-scoped build (a copy of the shared one) happen once per session all the
+# same.
 _BUILT: dict[Path, Path] = {}
 
 
@@ -78,7 +111,7 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip("git not installed")
     base = tmp_path_factory.getbasetemp()
     if base not in _BUILT:
-        _BUILT[base] = _build_pipeline(tmp_path_factory.mktemp("serve") / "repo")
+        _BUILT[base] = shared_build(tmp_path_factory, "serve", _build_pipeline)
     return _BUILT[base]
 
 
@@ -123,18 +156,22 @@ def segmentation_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     The same small scene as :func:`pipeline_repo`; every stage ran, so ``data/segments`` holds
     the class and probability COGs of ``synthetic-42`` and the downstream outputs exist. Built
-    once per session (per xdist worker); read-only: copy it to change it.
+    once per run (:func:`shared_build`), copied once per session (per xdist worker); read-only:
+    copy it to change it.
     """
     if shutil.which("git") is None:
         pytest.skip("git not installed")
     base = tmp_path_factory.getbasetemp()
     if base not in _SEGMENTED:
-        repo = tmp_path_factory.mktemp("segmented") / "repo"
-        init_pipeline(repo, SEGMENTATION)
-        run(["git", "add", "-A"], repo)
-        run(["git", "commit", "--quiet", "-m", "segmentation"], repo)
-        _SEGMENTED[base] = repo
+        _SEGMENTED[base] = shared_build(tmp_path_factory, "segmented", _build_segmentation)
     return _SEGMENTED[base]
+
+
+def _build_segmentation(repo: Path) -> Path:
+    init_pipeline(repo, SEGMENTATION)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "--quiet", "-m", "segmentation"], repo)
+    return repo
 
 
 def first_entry(repo: Path) -> dict:

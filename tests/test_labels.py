@@ -428,6 +428,7 @@ def test_fit_with_one_labelled_class_names_it():
     )
 
 
+@pytest.mark.slow  # six stages end to end
 def test_pipeline_without_any_reference_evaluates_nothing_and_says_so(tmp_path: Path, make_raster):
     make_raster(name="scene.tif", width=131, height=97, count=3)
     (tmp_path / "params.yaml").write_text(

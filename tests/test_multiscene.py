@@ -77,6 +77,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # the module's pipeline: every stage, three scenes
 def test_each_scene_is_written_under_its_id(pipeline: Path) -> None:
     manifest = read_json(pipeline / "scenes.json")["scenes"]
     assert [(s["id"], s["role"]) for s in manifest] == [
@@ -110,6 +111,7 @@ def test_each_scene_is_written_under_its_id(pipeline: Path) -> None:
     assert counts == {"synthetic-1": 5 * 4, "synthetic-2": 4 * 4, "bright": 3 * 2}
 
 
+@pytest.mark.slow  # the module's pipeline: every stage, three scenes
 def test_roles_decide_training_and_inference(pipeline: Path) -> None:
     index = read_json(pipeline / "index.json")
     model = read_json(pipeline / "model.json")
@@ -130,6 +132,7 @@ def test_roles_decide_training_and_inference(pipeline: Path) -> None:
     assert len(preds) == sum(t["scene"] != "synthetic-1" for t in index["tiles"])
 
 
+@pytest.mark.slow  # the module's pipeline: every stage, three scenes
 def test_footprints_use_each_scenes_crs(pipeline: Path) -> None:
     features = read_json(pipeline / "predictions.geojson")["features"]
     for feature in features:
@@ -141,6 +144,7 @@ def test_footprints_use_each_scenes_crs(pipeline: Path) -> None:
             assert 13.4 < lon < 13.6 and 53.2 < lat < 53.3
 
 
+@pytest.mark.slow  # the module's pipeline: every stage, three scenes
 def test_health_flags_the_drifting_scene(pipeline: Path) -> None:
     health = read_json(pipeline / "reports/health.json")
     assert set(health["scenes"]) == {"synthetic-2", "bright"}
@@ -154,6 +158,7 @@ def test_health_flags_the_drifting_scene(pipeline: Path) -> None:
     )
 
 
+@pytest.mark.slow  # the module's pipeline: every stage, three scenes
 def test_metrics_files_are_the_reports_headlines(pipeline: Path) -> None:
     """Per-scene detail lives in the reports; the metrics files stay a few flat figures."""
     figures = check_headlines(
@@ -199,6 +204,7 @@ def test_duplicate_ids_and_no_inference_scene_are_clear_errors(tmp_path: Path) -
     assert "no scene has the role 'infer' or 'both'" in result.stderr
 
 
+@pytest.mark.slow  # the module's pipeline: every stage, three scenes
 def test_evaluation_and_maps_per_scene(pipeline: Path) -> None:
     ev = read_json(pipeline / "reports/evaluate.json")
     scenes = ev["scenes"]

@@ -517,6 +517,7 @@ def test_a_changed_asset_fails_its_pin(served: RangeServer, tmp_path: Path) -> N
 # --- the stages, ingest through evaluation ------------------------------------------------------
 
 
+@pytest.mark.slow  # every stage up to evaluate
 def test_stac_scene_through_every_stage(served: RangeServer, tmp_path: Path) -> None:
     src = stac_item_path(EARTH_SEARCH_ITEM)
     item = load_item(src)
