@@ -126,24 +126,27 @@ def scenes(inputs: Path, count: int, side: int) -> list[Path]:
 REV = "HEAD"  # the revision cloned (--rev)
 
 
+def scene_items(paths: list[Path], run: str) -> list[dict]:
+    """``ingest`` params for the scenes at ``paths`` (files with their labels) in run ``run``."""
+    return [
+        {
+            "source": "file",
+            "path": str(p),
+            "id": p.stem,
+            "acquisition_time": "2024-07-13T10:30:00Z",
+            "labels": {"path": str(p.with_suffix(".labels.tif")), "classes": LABELS[run]},
+        }
+        for p in paths
+    ]
+
+
 def clone(work: Path, paths: list[Path], run: str, name: str) -> Path:
     """A fresh clone of this repository at ``REV`` with params for ``paths`` and run ``run``."""
     repo = work / name
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True, env=tool_env())
     subprocess.run(["git", "checkout", "--quiet", REV], cwd=repo, check=True, env=tool_env())
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    items = []
-    for p in paths:
-        labels = {"path": str(p.with_suffix(".labels.tif")), "classes": LABELS[run]}
-        items.append(
-            {
-                "source": "file",
-                "path": str(p),
-                "id": p.stem,
-                "acquisition_time": "2024-07-13T10:30:00Z",
-                "labels": labels,
-            }
-        )
+    items = scene_items(paths, run)
     if len(items) == 1:
         params["ingest"].update(items[0])
     else:
@@ -250,8 +253,7 @@ def incremental(run: str, count: int, side: int, inputs: Path, work: Path, reps:
     ]
     repo = clone(work, paths[:count], run, f"{run}-{count}")
     t_cold, _, _ = measured([*dvc, "repro", "--quiet"], repo)
-    every = yaml.safe_load((clone(work, paths, run, "all") / "params.yaml").read_text())
-    every = every["ingest"]["scenes"]
+    every = scene_items(paths, run)
     adds, kept = [], []
     for i in range(reps):
         if i:

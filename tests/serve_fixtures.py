@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +115,13 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _BUILT[base]
 
 
-def init_pipeline(repo: Path, changes: dict[str, dict[str, Any]]) -> Path:
+def init_pipeline(
+    repo: Path, changes: dict[str, dict[str, Any]], targets: Sequence[str] = ()
+) -> Path:
     """A new git+DVC repository ``repo`` with the pipeline's code, after ``dvc repro``.
 
-    ``changes`` are made to its ``params.yaml`` first (section -> key -> value); nothing is
-    committed.
+    ``changes`` are made to its ``params.yaml`` first (section -> key -> value); ``targets``
+    limits ``dvc repro`` to those stages and their upstream (default: all); nothing is committed.
     """
     repo.mkdir(parents=True)
     for name in PIPELINE_FILES:
@@ -131,7 +133,7 @@ def init_pipeline(repo: Path, changes: dict[str, dict[str, Any]]) -> Path:
     copy_dvc_files(repo)
     run(["dvc", "config", "core.analytics", "false"], repo)
     set_params(repo, changes)
-    run(["dvc", "repro", "--quiet"], repo)
+    run(["dvc", "repro", "--quiet", *targets], repo)
     return repo
 
 

@@ -16,7 +16,8 @@ from satpipe.core.records import SceneRecord
 from satpipe.core.reuse import Reuse, fingerprint
 from satpipe.scenes.ingest import ingest_scenes
 from satpipe.tiles.run import tile_scenes
-from tests.helpers import REPO, run
+from tests.helpers import run
+from tests.serve_fixtures import init_pipeline, set_params
 
 # Odd sizes: partial edge tiles at 64-pixel tiles.
 SCENES = [{"source": "synthetic", "seed": s, "width": 201, "height": 167} for s in (1, 2, 3)]
@@ -27,12 +28,12 @@ def _params(scenes: list[dict]) -> IngestParams:
 
 
 def _ingest(out: Path, scenes: list[dict], record: Path | None) -> tuple[list[SceneRecord], Reuse]:
-    reuse = Reuse.open("ingest", out, record) if record else None
+    """Ingest ``scenes`` into ``out``; ``record`` None: no record, as outside a DVC repository."""
+    reuse = Reuse.open("ingest", out, record) if record else Reuse(None, out)
     with atomic_dir(out) as tmp:
         records, _ = ingest_scenes(_params(scenes), tmp, out.parent, None, reuse)
-    if reuse:
-        reuse.save()
-    return records, reuse  # type: ignore[return-value]
+    reuse.save()
+    return records, reuse
 
 
 def _tile(scenes_dir: Path, out: Path, records: list[SceneRecord], record: Path | None) -> str:
@@ -132,26 +133,15 @@ def test_outside_a_dvc_repository_there_is_no_record(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_dvc_repro_after_adding_a_scene_keeps_the_others(tmp_path: Path) -> None:
     """Through DVC (persistent outputs): the lock equals a cold run's with the three scenes."""
-    repos = {}
-    for name, steps in (("inc", [SCENES[:2], SCENES]), ("cold", [SCENES])):
-        repo = tmp_path / name
-        repo.mkdir()
-        for f in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-            shutil.copy2(REPO / f, repo / f)
-        for d in ("stages", "satpipe", "models"):
-            shutil.copytree(REPO / d, repo / d, ignore=shutil.ignore_patterns("__pycache__"))
-        run(["git", "init", "--quiet"], repo)
-        run(["dvc", "init", "--quiet"], repo)
-        for scenes in steps:
-            params = yaml.safe_load((repo / "params.yaml").read_text())
-            params["ingest"]["scenes"] = scenes
-            params["tile"]["size"] = 64
-            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            out = run(["dvc", "repro", "tile"], repo)
-        repos[name] = (repo, out.stdout + out.stderr)
-    log = repos["inc"][1]
+    settings = {"ingest": {"scenes": SCENES[:2]}, "tile": {"size": 64}}
+    inc = init_pipeline(tmp_path / "inc", settings, targets=["tile"])
+    set_params(inc, {"ingest": {"scenes": SCENES}})
+    out = run(["dvc", "repro", "tile"], inc)
+    log = out.stdout + out.stderr
     assert "reused 2 of 3 scenes" in log
     assert "reused the tiles of 2 of 3 scenes" in log
-    locks = [yaml.safe_load((repo / "dvc.lock").read_text()) for repo, _ in repos.values()]
+    settings["ingest"]["scenes"] = SCENES
+    cold = init_pipeline(tmp_path / "cold", settings, targets=["tile"])
+    locks = [yaml.safe_load((repo / "dvc.lock").read_text()) for repo in (inc, cold)]
     for stage in ("ingest", "tile"):
         assert locks[0]["stages"][stage]["outs"] == locks[1]["stages"][stage]["outs"], stage

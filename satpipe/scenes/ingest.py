@@ -421,7 +421,7 @@ def ingest_scenes(
             else:
                 log.warning("skipped scene %s: %s", *result)
                 skipped.append({"id": result[0], "reason": result[1]})
-    if reuse is not None and reuse.reused:
+    if done:
         log.info("reused %d of %d scenes unchanged since the last run", len(done), len(tasks))
     if not scenes:
         raise SceneError(f"no valid scene among {len(tasks)}: {skipped[0]['reason']}")
